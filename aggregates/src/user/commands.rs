@@ -1,0 +1,108 @@
+//! Commands of the user aggregate, in the imperative.
+
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::Profile;
+use super::events::ProfileChanges;
+use crate::personal::Personal;
+use crate::values::{Email, Locale, Metadata, Name, Phone, PictureUrl, TimeZone};
+
+pub enum UserCommand {
+    Register(RegisterUser),
+    UpdateProfile(UpdateProfile),
+}
+
+/// Opens an account for a new, canonical email address.
+#[derive(Clone)]
+pub struct RegisterUser {
+    pub user_id: Uuid,
+    pub email: Email,
+    pub password: SecretString,
+    pub profile: ProfileDraft,
+}
+
+/// Changes the sent profile fields, optionally only if the user is still at `expected_version`.
+#[derive(Clone)]
+pub struct UpdateProfile {
+    pub patch: ProfilePatch,
+    pub expected_version: Option<u64>,
+}
+
+/// Optional profile fields given at registration.
+#[derive(Clone, Debug, Default)]
+pub struct ProfileDraft {
+    pub display_name: Option<Name>,
+    pub given_name: Option<Name>,
+    pub family_name: Option<Name>,
+    pub locale: Option<Locale>,
+    pub timezone: Option<TimeZone>,
+    pub phone: Option<Phone>,
+    pub picture_url: Option<PictureUrl>,
+    pub metadata: Option<Metadata>,
+}
+
+/// A partial profile update: `None` leaves a field alone, `Some(None)` clears it.
+#[derive(Clone, Debug, Default)]
+pub struct ProfilePatch {
+    pub display_name: Option<Option<Name>>,
+    pub given_name: Option<Option<Name>>,
+    pub family_name: Option<Option<Name>>,
+    pub locale: Option<Option<Locale>>,
+    pub timezone: Option<Option<TimeZone>>,
+    pub phone: Option<Option<Phone>>,
+    pub picture_url: Option<Option<PictureUrl>>,
+    pub metadata: Option<Option<Metadata>>,
+}
+
+fn text<T>(value: Option<T>, as_str: fn(&T) -> &str) -> Option<Personal<Option<String>>> {
+    value.map(|value| Personal::Known(Some(as_str(&value).to_owned())))
+}
+
+impl ProfileDraft {
+    /// Lists the fields that were given, as the registration event stores them.
+    pub(crate) fn into_changes(self) -> ProfileChanges {
+        ProfileChanges {
+            display_name: text(self.display_name, Name::as_str),
+            given_name: text(self.given_name, Name::as_str),
+            family_name: text(self.family_name, Name::as_str),
+            locale: text(self.locale, Locale::as_str),
+            timezone: text(self.timezone, TimeZone::as_str),
+            phone: text(self.phone, Phone::as_str),
+            picture_url: text(self.picture_url, PictureUrl::as_str),
+            metadata: self
+                .metadata
+                .map(|metadata| Personal::Known(metadata.into_map())),
+        }
+    }
+}
+
+/// Returns the change to one text field, or `None` when the new value equals the current one.
+fn changed<T>(
+    patch: Option<Option<T>>,
+    current: &Option<String>,
+    as_str: fn(&T) -> &str,
+) -> Option<Personal<Option<String>>> {
+    let new = patch?.map(|value| as_str(&value).to_owned());
+    (new != *current).then_some(Personal::Known(new))
+}
+
+impl ProfilePatch {
+    /// Compares the patch with `current` and keeps only the fields whose value changes.
+    pub(crate) fn changes_from(self, current: &Profile) -> ProfileChanges {
+        let metadata = self.metadata.and_then(|metadata| {
+            let new = metadata.map(Metadata::into_map).unwrap_or_default();
+            (new != current.metadata).then_some(Personal::Known(new))
+        });
+        ProfileChanges {
+            display_name: changed(self.display_name, &current.display_name, Name::as_str),
+            given_name: changed(self.given_name, &current.given_name, Name::as_str),
+            family_name: changed(self.family_name, &current.family_name, Name::as_str),
+            locale: changed(self.locale, &current.locale, Locale::as_str),
+            timezone: changed(self.timezone, &current.timezone, TimeZone::as_str),
+            phone: changed(self.phone, &current.phone, Phone::as_str),
+            picture_url: changed(self.picture_url, &current.picture_url, PictureUrl::as_str),
+            metadata,
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Events of the user aggregate, in the past tense, with explicit type and version strings.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::Profile;
+use crate::personal::Personal;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum UserEvent {
+    UserRegistered(UserRegistered),
+    ProfileUpdated(ProfileUpdated),
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::UserRegistered(_) => "UserRegistered",
+            Self::ProfileUpdated(_) => "ProfileUpdated",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}
+
+/// An account was opened. `email_index` is the blind index that the email claim is keyed by.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    pub user_id: Uuid,
+    pub email: Personal<String>,
+    pub email_index: String,
+    pub password_hash: Personal<String>,
+    pub profile: ProfileChanges,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// Profile fields changed. Only the fields that changed are present.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProfileUpdated {
+    pub changes: ProfileChanges,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A set of profile field values; an absent field is unchanged, a `null` inside clears it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProfileChanges {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<Personal<Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<Personal<Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<Personal<Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<Personal<Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<Personal<Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<Personal<Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picture_url: Option<Personal<Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Personal<Map<String, Value>>>,
+}
+
+fn apply_text(change: Option<Personal<Option<String>>>, field: &mut Option<String>) {
+    if let Some(change) = change {
+        *field = change.into_known().flatten();
+    }
+}
+
+impl ProfileChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Names of the fields present, in a fixed order.
+    pub fn field_names(&self) -> Vec<&'static str> {
+        [
+            ("display_name", self.display_name.is_some()),
+            ("given_name", self.given_name.is_some()),
+            ("family_name", self.family_name.is_some()),
+            ("locale", self.locale.is_some()),
+            ("timezone", self.timezone.is_some()),
+            ("phone", self.phone.is_some()),
+            ("picture_url", self.picture_url.is_some()),
+            ("metadata", self.metadata.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect()
+    }
+
+    /// Writes the present fields into `profile`; an erased value clears its field.
+    pub fn apply_to(self, profile: &mut Profile) {
+        apply_text(self.display_name, &mut profile.display_name);
+        apply_text(self.given_name, &mut profile.given_name);
+        apply_text(self.family_name, &mut profile.family_name);
+        apply_text(self.locale, &mut profile.locale);
+        apply_text(self.timezone, &mut profile.timezone);
+        apply_text(self.phone, &mut profile.phone);
+        apply_text(self.picture_url, &mut profile.picture_url);
+        if let Some(metadata) = self.metadata {
+            profile.metadata = metadata.into_known().unwrap_or_default();
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The user aggregate: one stream per account, holding its credentials and profile.
+
+mod commands;
+mod events;
+#[cfg(test)]
+mod tests;
+
+pub use commands::{ProfileDraft, ProfilePatch, RegisterUser, UpdateProfile, UserCommand};
+pub use events::{ProfileChanges, ProfileUpdated, UserEvent, UserRegistered};
+
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
+use cqrs_es::event_sink::EventSink;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::personal::Personal;
+use crate::services::UserServices;
+use crate::values::{FieldError, check_password_policy};
+
+/// The profile fields a user may write.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub display_name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub locale: Option<String>,
+    pub timezone: Option<String>,
+    pub phone: Option<String>,
+    pub picture_url: Option<String>,
+    pub metadata: Map<String, Value>,
+}
+
+/// Lifecycle state of an account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    #[default]
+    Active,
+    Suspended,
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+        }
+    }
+}
+
+/// Rejection of a user command.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("the user is already registered")]
+    AlreadyRegistered,
+    #[error("user not found")]
+    NotFound,
+    #[error("invalid fields")]
+    Invalid(Vec<FieldError>),
+    #[error("expected version {expected} but the user is at version {current}")]
+    VersionMismatch { expected: u64, current: u64 },
+    #[error("service failed: {0}")]
+    Service(String),
+}
+
+/// State of one account, folded from its events.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct User {
+    user_id: Option<Uuid>,
+    email: Option<String>,
+    password_hash: Option<String>,
+    profile: Profile,
+    status: UserStatus,
+    version: u64,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+impl User {
+    pub fn user_id(&self) -> Option<Uuid> {
+        self.user_id
+    }
+
+    pub fn is_registered(&self) -> bool {
+        self.user_id.is_some()
+    }
+
+    /// The account's email address, or `None` once erased.
+    pub fn email(&self) -> Option<&str> {
+        self.email.as_deref()
+    }
+
+    pub fn password_hash(&self) -> Option<&str> {
+        self.password_hash.as_deref()
+    }
+
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    pub fn status(&self) -> UserStatus {
+        self.status
+    }
+
+    /// Number of events applied, which is the sequence of the last one.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn created_at(&self) -> Option<DateTime<Utc>> {
+        self.created_at
+    }
+
+    pub fn updated_at(&self) -> Option<DateTime<Utc>> {
+        self.updated_at
+    }
+
+    async fn register(
+        &mut self,
+        command: RegisterUser,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        if self.is_registered() {
+            return Err(UserError::AlreadyRegistered);
+        }
+        check_password_policy(
+            "password",
+            secrecy::ExposeSecret::expose_secret(&command.password),
+            &command.email,
+        )
+        .map_err(|error| UserError::Invalid(vec![error]))?;
+
+        let password_hash = services
+            .hasher
+            .hash(&command.password)
+            .await
+            .map_err(|error| UserError::Service(error.0))?;
+
+        let event = UserRegistered {
+            user_id: command.user_id,
+            email_index: services.index.email_index(&command.email),
+            email: Personal::Known(command.email.as_str().to_owned()),
+            password_hash: Personal::Known(password_hash),
+            profile: command.profile.into_changes(),
+            registered_at: services.clock.now(),
+        };
+        sink.write(UserEvent::UserRegistered(event), self).await;
+        Ok(())
+    }
+
+    async fn update_profile(
+        &mut self,
+        command: UpdateProfile,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        if !self.is_registered() {
+            return Err(UserError::NotFound);
+        }
+        if let Some(expected) = command.expected_version {
+            if expected != self.version {
+                return Err(UserError::VersionMismatch {
+                    expected,
+                    current: self.version,
+                });
+            }
+        }
+
+        let changes = command.patch.changes_from(&self.profile);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let event = ProfileUpdated {
+            changes,
+            updated_at: services.clock.now(),
+        };
+        sink.write(UserEvent::ProfileUpdated(event), self).await;
+        Ok(())
+    }
+}
+
+impl Aggregate for User {
+    const TYPE: &'static str = "user";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+    type Services = UserServices;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        match command {
+            UserCommand::Register(command) => self.register(command, services, sink).await,
+            UserCommand::UpdateProfile(command) => {
+                self.update_profile(command, services, sink).await
+            }
+        }
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        self.version += 1;
+        match event {
+            UserEvent::UserRegistered(event) => {
+                self.user_id = Some(event.user_id);
+                self.email = event.email.into_known();
+                self.password_hash = event.password_hash.into_known();
+                event.profile.apply_to(&mut self.profile);
+                self.created_at = Some(event.registered_at);
+                self.updated_at = Some(event.registered_at);
+            }
+            UserEvent::ProfileUpdated(event) => {
+                event.changes.apply_to(&mut self.profile);
+                self.updated_at = Some(event.updated_at);
+            }
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The checkpointed projector: reads the stream after each projection's checkpoint, applies a
+//! batch and moves the checkpoint in one transaction, and publishes how far it got.
+//!
+//! Identity values are taken at insert, not at commit, so a transaction that commits late can
+//! hold a lower `global_position` than one already read. The projector therefore reads in
+//! `(transaction_id, global_position)` order and only rows whose transaction id is below the
+//! snapshot's xmin, which are all finished.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::{PgListener, PgRow};
+use sqlx::{PgPool, Row};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{EventOpener, Projection, StoredEvent, StreamPosition};
+
+/// Channel the events table's trigger notifies on every insert.
+pub const EVENTS_CHANNEL: &str = "ledger_events";
+
+const BATCH_SIZE: i64 = 500;
+/// Wait before reading again when finished events are held back by an older open transaction.
+const HELD_BACK_RETRY: Duration = Duration::from_millis(2);
+/// Wait before retrying a batch that failed.
+const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Builds the projector for a set of projections.
+pub struct Projector {
+    pool: PgPool,
+    opener: Arc<dyn EventOpener>,
+    projections: Vec<Arc<dyn Projection>>,
+    poll_interval: Duration,
+}
+
+/// Handle to a running projector: the published positions and the tasks to wait for.
+#[derive(Clone)]
+pub struct ProjectorHandle {
+    positions: Arc<HashMap<&'static str, watch::Receiver<StreamPosition>>>,
+    tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+}
+
+enum Progress {
+    Applied,
+    HeldBack,
+    CaughtUp,
+}
+
+impl Projector {
+    pub fn new(
+        pool: PgPool,
+        opener: Arc<dyn EventOpener>,
+        projections: Vec<Arc<dyn Projection>>,
+        poll_interval: Duration,
+    ) -> Self {
+        Self {
+            pool,
+            opener,
+            projections,
+            poll_interval,
+        }
+    }
+
+    /// Starts one task per projection and one that listens for new events, all ending when
+    /// `shutdown` is cancelled. A batch under way commits before its task ends.
+    pub async fn spawn(self, shutdown: CancellationToken) -> anyhow::Result<ProjectorHandle> {
+        let mut positions = HashMap::new();
+        let mut tasks = Vec::new();
+        let mut wakers = Vec::new();
+
+        for projection in self.projections {
+            ensure_checkpoint(&self.pool, projection.name()).await?;
+            let start = read_checkpoint(&self.pool, projection.name()).await?;
+            let (sender, receiver) = watch::channel(start);
+            positions.insert(projection.name(), receiver);
+
+            let waker = Arc::new(Notify::new());
+            wakers.push(waker.clone());
+            let worker = Worker {
+                pool: self.pool.clone(),
+                opener: self.opener.clone(),
+                projection,
+                sender,
+                waker,
+                poll_interval: self.poll_interval,
+            };
+            let span = tracing::info_span!("projector", projection = worker.projection.name());
+            tasks.push(tokio::spawn(worker.run(shutdown.clone()).instrument(span)));
+        }
+
+        let listener = PgListener::connect_with(&self.pool).await?;
+        tasks.push(tokio::spawn(listen(listener, wakers, shutdown)));
+
+        Ok(ProjectorHandle {
+            positions: Arc::new(positions),
+            tasks: Arc::new(std::sync::Mutex::new(tasks)),
+        })
+    }
+}
+
+impl ProjectorHandle {
+    /// Waits until every projection has passed `target`, or until `timeout`. Returns whether
+    /// all of them got there.
+    pub async fn wait_for(&self, target: StreamPosition, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for receiver in self.positions.values() {
+            let mut receiver = receiver.clone();
+            let reached = tokio::time::timeout_at(
+                deadline,
+                receiver.wait_for(|position| *position >= target),
+            )
+            .await;
+            if !matches!(reached, Ok(Ok(_))) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The position each projection has reached.
+    pub fn positions(&self) -> HashMap<&'static str, StreamPosition> {
+        self.positions
+            .iter()
+            .map(|(name, receiver)| (*name, *receiver.borrow()))
+            .collect()
+    }
+
+    /// Waits for every task to end after shutdown was requested.
+    pub async fn join(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "projector task failed");
+            }
+        }
+    }
+}
+
+async fn listen(mut listener: PgListener, wakers: Vec<Arc<Notify>>, shutdown: CancellationToken) {
+    if let Err(error) = listener.listen(EVENTS_CHANNEL).await {
+        tracing::warn!(%error, "LISTEN failed; projectors fall back to polling");
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            notification = listener.recv() => match notification {
+                Ok(_) => wakers.iter().for_each(|waker| waker.notify_one()),
+                Err(error) => {
+                    tracing::warn!(%error, "event notification stream failed; reconnecting");
+                    tokio::time::sleep(ERROR_BACKOFF).await;
+                }
+            },
+        }
+    }
+}
+
+struct Worker {
+    pool: PgPool,
+    opener: Arc<dyn EventOpener>,
+    projection: Arc<dyn Projection>,
+    sender: watch::Sender<StreamPosition>,
+    waker: Arc<Notify>,
+    poll_interval: Duration,
+}
+
+impl Worker {
+    async fn run(self, shutdown: CancellationToken) {
+        tracing::info!("projector started");
+        while !shutdown.is_cancelled() {
+            let pause = match self.run_batch().await {
+                Ok(Progress::Applied) => continue,
+                Ok(Progress::HeldBack) => HELD_BACK_RETRY,
+                Ok(Progress::CaughtUp) => self.poll_interval,
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "projector batch failed");
+                    ERROR_BACKOFF
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.waker.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+        tracing::info!("projector stopped");
+    }
+
+    async fn run_batch(&self) -> anyhow::Result<Progress> {
+        let name = self.projection.name();
+        let mut transaction = self.pool.begin().await?;
+
+        // Another instance running the same projection waits here until this batch commits.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(name)
+            .execute(&mut *transaction)
+            .await?;
+        let checkpoint = read_checkpoint(&mut *transaction, name).await?;
+
+        let rows = sqlx::query(
+            "SELECT transaction_id::text::bigint AS transaction_id, global_position,
+                    aggregate_type, aggregate_id, sequence, event_type, event_version,
+                    payload, metadata, recorded_at
+               FROM events
+              WHERE (transaction_id, global_position) > ($1::bigint::text::xid8, $2)
+                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+              ORDER BY transaction_id, global_position
+              LIMIT $3",
+        )
+        .bind(checkpoint.transaction_id)
+        .bind(checkpoint.global_position)
+        .bind(BATCH_SIZE)
+        .fetch_all(&mut *transaction)
+        .await?;
+
+        if rows.is_empty() {
+            let pending: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM events
+                                 WHERE (transaction_id, global_position)
+                                       > ($1::bigint::text::xid8, $2))",
+            )
+            .bind(checkpoint.transaction_id)
+            .bind(checkpoint.global_position)
+            .fetch_one(&mut *transaction)
+            .await?;
+            transaction.commit().await?;
+            self.sender
+                .send_if_modified(|position| advance(position, checkpoint));
+            return Ok(if pending {
+                Progress::HeldBack
+            } else {
+                Progress::CaughtUp
+            });
+        }
+
+        let mut last = checkpoint;
+        for row in rows {
+            let mut event = stored_event(&row)?;
+            self.opener.open(&mut event).await?;
+            self.projection.apply(&mut transaction, &event).await?;
+            last = event.position;
+        }
+
+        sqlx::query(
+            "UPDATE projection_checkpoints
+                SET transaction_id = $2::bigint::text::xid8, global_position = $3,
+                    updated_at = now()
+              WHERE projection = $1",
+        )
+        .bind(name)
+        .bind(last.transaction_id)
+        .bind(last.global_position)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+
+        tracing::debug!(
+            transaction_id = last.transaction_id,
+            global_position = last.global_position,
+            "checkpoint moved"
+        );
+        self.sender
+            .send_if_modified(|position| advance(position, last));
+        Ok(Progress::Applied)
+    }
+}
+
+fn advance(position: &mut StreamPosition, reached: StreamPosition) -> bool {
+    if reached > *position {
+        *position = reached;
+        true
+    } else {
+        false
+    }
+}
+
+fn stored_event(row: &PgRow) -> Result<StoredEvent, sqlx::Error> {
+    Ok(StoredEvent {
+        position: StreamPosition {
+            transaction_id: row.try_get("transaction_id")?,
+            global_position: row.try_get("global_position")?,
+        },
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get::<Value, _>("payload")?,
+        metadata: row.try_get::<Value, _>("metadata")?,
+        recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,
+    })
+}
+
+async fn ensure_checkpoint(pool: &PgPool, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection) VALUES ($1) ON CONFLICT DO NOTHING",
+    )
+    .bind(name)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+async fn read_checkpoint<'e, E>(executor: E, name: &str) -> Result<StreamPosition, sqlx::Error>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let row = sqlx::query(
+        "SELECT transaction_id::text::bigint AS transaction_id, global_position
+           FROM projection_checkpoints WHERE projection = $1",
+    )
+    .bind(name)
+    .fetch_optional(executor)
+    .await?;
+    match row {
+        Some(row) => Ok(StreamPosition {
+            transaction_id: row.try_get("transaction_id")?,
+            global_position: row.try_get("global_position")?,
+        }),
+        None => Ok(StreamPosition::default()),
+    }
+}
+
+/// Empties a projection's tables and rewinds its checkpoint, so that a running projector
+/// rebuilds it from the first event.
+pub async fn reset_projection(pool: &PgPool, projection: &dyn Projection) -> anyhow::Result<()> {
+    let name = projection.name();
+    ensure_checkpoint(pool, name).await?;
+
+    let mut transaction = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(name)
+        .execute(&mut *transaction)
+        .await?;
+    projection.reset(&mut transaction).await?;
+    sqlx::query(
+        "UPDATE projection_checkpoints
+            SET transaction_id = '0', global_position = 0, updated_at = now()
+          WHERE projection = $1",
+    )
+    .bind(name)
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    Ok(())
+}

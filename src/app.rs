@@ -1,0 +1,189 @@
+//! The application: wiring of the store, projector and router, bound to a listener before it
+//! serves so that callers (and tests on port 0) learn the real address first.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregates::services::{SessionServices, SystemClock, UserServices};
+use anyhow::Context;
+use axum::Router;
+use postgres_es::PostgresEventRepository;
+use projections::{ProfilesProjection, Projection, Projector, ProjectorHandle, SessionsProjection};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::crypto::{Argon2Hasher, Indexer, load_master_key};
+use crate::db;
+use crate::http::{AppState, Settings, router};
+use crate::store::{CommandBus, KeyRing, SealingRepository};
+
+/// Every projection the service runs.
+pub fn projections() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(ProfilesProjection), Arc::new(SessionsProjection)]
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    pool: PgPool,
+    projector: ProjectorHandle,
+    shutdown: CancellationToken,
+    projector_shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Connects, migrates, starts the projectors and binds the listener.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        config.warn_unknown_variables();
+        let master = load_master_key(config.master_key().as_ref(), &config.data_dir)?;
+
+        let pool = db::connect(&config.database_url, config.db_max_connections).await?;
+        db::migrate(&pool).await?;
+
+        let keys = Arc::new(KeyRing::new(pool.clone(), &master));
+        let indexer = Arc::new(Indexer::new(&master));
+        let hash_concurrency = match config.hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(2, |count| count.get()),
+            count => count,
+        };
+        let hasher = Arc::new(Argon2Hasher::new(hash_concurrency)?);
+
+        let projector_shutdown = CancellationToken::new();
+        let projector = Projector::new(
+            pool.clone(),
+            keys.clone(),
+            projections(),
+            Duration::from_millis(config.projection_poll_ms),
+        )
+        .spawn(projector_shutdown.clone())
+        .await
+        .context("failed to start the projector")?;
+
+        let wait = Duration::from_millis(config.projection_wait_ms);
+        let clock = Arc::new(SystemClock);
+        let repository =
+            || SealingRepository::new(PostgresEventRepository::new(pool.clone()), keys.clone());
+        let users = CommandBus::new(
+            repository(),
+            UserServices {
+                hasher: hasher.clone(),
+                clock: clock.clone(),
+                index: indexer.clone(),
+            },
+            pool.clone(),
+            projector.clone(),
+            wait,
+        );
+        let sessions = CommandBus::new(
+            repository(),
+            SessionServices { clock },
+            pool.clone(),
+            projector.clone(),
+            wait,
+        );
+
+        let state = AppState {
+            pool: pool.clone(),
+            users: Arc::new(users),
+            sessions: Arc::new(sessions),
+            hasher,
+            indexer,
+            settings: Arc::new(Settings {
+                session_lifetime: chrono::Duration::seconds(i64::from(
+                    config.session_lifetime_secs,
+                )),
+                request_timeout: Duration::from_secs(config.request_timeout_secs),
+            }),
+        };
+
+        let listener = TcpListener::bind(&config.bind)
+            .await
+            .with_context(|| format!("failed to listen on {}", config.bind))?;
+
+        Ok(Self {
+            listener,
+            router: router(state),
+            pool,
+            projector,
+            shutdown: CancellationToken::new(),
+            projector_shutdown,
+        })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// The router, for tests that call it without a socket.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    pub fn pool(&self) -> PgPool {
+        self.pool.clone()
+    }
+
+    pub fn projector(&self) -> ProjectorHandle {
+        self.projector.clone()
+    }
+
+    /// Cancelling this token stops accepting, finishes open requests, then stops the service.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until shutdown is requested, then lets the projectors commit and closes the pool.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let address = self.local_addr()?;
+        tracing::info!(%address, "listening");
+
+        let shutdown = self.shutdown.clone();
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("HTTP server failed")?;
+
+        self.projector_shutdown.cancel();
+        self.projector.join().await;
+        self.pool.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves when the process receives Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "failed to listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "failed to listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown requested");
+}

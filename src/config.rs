@@ -1,0 +1,133 @@
+//! Configuration from flags and environment variables, each with a documented default.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+/// Prefix of the service's own environment variables.
+pub const ENV_PREFIX: &str = "LEDGER_";
+
+#[derive(Parser)]
+#[command(
+    name = "account-ledger",
+    version,
+    about = "Event-sourced user-account service"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum Command {
+    /// Apply migrations, start the projectors and serve HTTP (the default).
+    Serve,
+    /// Create the database if missing, apply migrations and exit.
+    Migrate,
+    /// Empty a projection's tables and rewind its checkpoint, so that `serve` rebuilds it.
+    Replay {
+        /// Projection to rebuild (`profiles` or `sessions`); all of them when omitted.
+        projection: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Settings shared by every subcommand. `Debug` is not derived because of the secrets.
+#[derive(Args, Clone)]
+pub struct Config {
+    /// PostgreSQL connection URL; the database is created when it does not exist.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/account_ledger",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Address and port to listen on.
+    #[arg(long, env = "LEDGER_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+
+    /// Directory for the first-run master key file and mail files.
+    #[arg(long, env = "LEDGER_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Base URL that links in mail point at.
+    #[arg(
+        long,
+        env = "LEDGER_PUBLIC_BASE_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub public_base_url: String,
+
+    /// Master key, base64 of 32 bytes. Without it a key file in the data directory is used.
+    #[arg(long, env = "LEDGER_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LEDGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Absolute lifetime of a session, in seconds.
+    #[arg(long, env = "LEDGER_SESSION_LIFETIME_SECS", default_value_t = 86_400)]
+    pub session_lifetime_secs: u32,
+
+    /// Largest number of database connections in the pool.
+    #[arg(long, env = "LEDGER_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    pub db_max_connections: u32,
+
+    /// Largest number of password hashes computed at once; 0 means one per CPU.
+    #[arg(long, env = "LEDGER_HASH_CONCURRENCY", default_value_t = 0)]
+    pub hash_concurrency: usize,
+
+    /// Longest time a command's response waits for the projections, in milliseconds.
+    #[arg(long, env = "LEDGER_PROJECTION_WAIT_MS", default_value_t = 5_000)]
+    pub projection_wait_ms: u64,
+
+    /// Interval at which projectors poll when no notification arrives, in milliseconds.
+    #[arg(long, env = "LEDGER_PROJECTION_POLL_MS", default_value_t = 1_000)]
+    pub projection_poll_ms: u64,
+
+    /// Longest time one request may take before it is answered with 503, in seconds.
+    #[arg(long, env = "LEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+}
+
+/// Environment variables with the service's prefix that some setting reads.
+const KNOWN_VARIABLES: &[&str] = &[
+    "LEDGER_BIND",
+    "LEDGER_DATA_DIR",
+    "LEDGER_PUBLIC_BASE_URL",
+    "LEDGER_MASTER_KEY",
+    "LEDGER_LOG_FORMAT",
+    "LEDGER_SESSION_LIFETIME_SECS",
+    "LEDGER_DB_MAX_CONNECTIONS",
+    "LEDGER_HASH_CONCURRENCY",
+    "LEDGER_PROJECTION_WAIT_MS",
+    "LEDGER_PROJECTION_POLL_MS",
+    "LEDGER_REQUEST_TIMEOUT_SECS",
+];
+
+impl Config {
+    pub fn master_key(&self) -> Option<SecretString> {
+        self.master_key.clone().map(SecretString::from)
+    }
+
+    /// Logs a warning for each `LEDGER_*` variable that no setting reads, such as a typo.
+    pub fn warn_unknown_variables(&self) {
+        for (name, _) in std::env::vars() {
+            if name.starts_with(ENV_PREFIX) && !KNOWN_VARIABLES.contains(&name.as_str()) {
+                tracing::warn!(variable = %name, "unknown environment variable is ignored");
+            }
+        }
+    }
+}

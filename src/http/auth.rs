@@ -1,0 +1,202 @@
+//! Login and logout. Login answers the same way, in about the same time, for an unknown
+//! address and a wrong password.
+
+use aggregates::services::{BlindIndex, PasswordHasher};
+use aggregates::session::{RevocationReason, SessionCommand, SessionError, StartSession};
+use aggregates::values::Email;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::AppState;
+use super::envelope::{ErrorBody, Success, SuccessBody};
+use super::error::ApiError;
+use super::extract::{ApiJson, Caller, ClientContext, RequestBody};
+use crate::crypto::{TokenKind, issue_token};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    email: Option<String>,
+    #[schema(value_type = String, format = Password)]
+    password: Option<SecretString>,
+}
+
+impl RequestBody for LoginRequest {
+    const REQUIRED: &'static [&'static str] = &["email", "password"];
+}
+
+/// A successful login. `mfa_required` is false here; with a second factor enabled a login
+/// answers `mfa_required: true` and an `mfa_token` instead of a session.
+#[derive(Serialize, ToSchema)]
+pub struct LoginResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    pub expires_at: DateTime<Utc>,
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub mfa_required: bool,
+}
+
+struct Credentials {
+    user_id: Uuid,
+    password_hash: String,
+    status: String,
+}
+
+async fn find_credentials(
+    state: &AppState,
+    email: &Email,
+) -> Result<Option<Credentials>, ApiError> {
+    let row = sqlx::query_as::<_, (Uuid, String, String)>(
+        "SELECT c.user_id, cr.password_hash, p.status
+           FROM email_claims c
+           JOIN user_credentials cr USING (user_id)
+           JOIN user_profiles p USING (user_id)
+          WHERE c.email_index = $1",
+    )
+    .bind(state.indexer.email_index(email))
+    .fetch_optional(&state.pool)
+    .await?;
+    Ok(row.map(|(user_id, password_hash, status)| Credentials {
+        user_id,
+        password_hash,
+        status,
+    }))
+}
+
+/// Checks email and password; on success opens a session and returns its token once.
+#[utoipa::path(
+    post, path = "/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "A new session", body = SuccessBody<LoginResponse>),
+        (status = 400, description = "VAL_002 missing field", body = ErrorBody),
+        (status = 401, description = "AUTH_003 wrong email or password", body = ErrorBody),
+        (status = 403, description = "USER_002 the account is suspended", body = ErrorBody),
+    )
+)]
+pub async fn login(
+    State(state): State<AppState>,
+    client: ClientContext,
+    ApiJson(request): ApiJson<LoginRequest>,
+) -> Result<Success<LoginResponse>, ApiError> {
+    let password = request.password.unwrap_or_else(|| SecretString::from(""));
+    let email = Email::parse(request.email.as_deref().unwrap_or_default()).ok();
+
+    let credentials = match &email {
+        Some(email) => find_credentials(&state, email).await?,
+        None => None,
+    };
+    let Some(credentials) = credentials else {
+        state.hasher.verify_dummy(&password).await;
+        return Err(ApiError::InvalidCredentials);
+    };
+    let verified = state
+        .hasher
+        .verify(&password, &credentials.password_hash)
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))?;
+    if !verified {
+        return Err(ApiError::InvalidCredentials);
+    }
+    if credentials.status != "active" {
+        return Err(ApiError::Suspended);
+    }
+
+    let session_id = Uuid::now_v7();
+    let issued = issue_token(TokenKind::Session);
+    let metadata = client.metadata(
+        format!("user:{}", credentials.user_id),
+        Some(credentials.user_id),
+    );
+    let start = StartSession {
+        session_id,
+        user_id: credentials.user_id,
+        token_hash: issued.hash.clone(),
+        lifetime: state.settings.session_lifetime,
+        ip_address: client.client_ip.map(|ip| ip.to_string()),
+        user_agent: client.user_agent.clone(),
+    };
+    state
+        .sessions
+        .execute(
+            &session_id.to_string(),
+            || SessionCommand::Start(start.clone()),
+            &metadata,
+        )
+        .await
+        .map_err(|error| {
+            ApiError::from_command(error, |rejection| ApiError::Internal(rejection.into()))
+        })?;
+
+    let expires_at: DateTime<Utc> =
+        sqlx::query_scalar("SELECT expires_at FROM sessions WHERE session_id = $1")
+            .bind(session_id)
+            .fetch_one(&state.pool)
+            .await?;
+    tracing::info!(user_id = %credentials.user_id, %session_id, "session started");
+
+    Ok(Success::ok(
+        "Logged in",
+        LoginResponse {
+            access_token: issued.token.expose_secret().to_owned(),
+            token_type: "Bearer",
+            expires_at,
+            session_id,
+            user_id: credentials.user_id,
+            mfa_required: false,
+        },
+    ))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LogoutResponse {
+    pub session_id: Uuid,
+    pub revoked: bool,
+}
+
+/// Revokes the session whose token authenticates the request.
+#[utoipa::path(
+    post, path = "/auth/logout", tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The session is revoked", body = SuccessBody<LogoutResponse>),
+        (status = 401, description = "AUTH_001 missing or invalid token", body = ErrorBody),
+    )
+)]
+pub async fn logout(
+    State(state): State<AppState>,
+    caller: Caller,
+    client: ClientContext,
+) -> Result<Success<LogoutResponse>, ApiError> {
+    let metadata = client.metadata(caller.actor(), Some(caller.user_id));
+    state
+        .sessions
+        .execute(
+            &caller.session_id.to_string(),
+            || SessionCommand::Revoke {
+                reason: RevocationReason::Logout,
+            },
+            &metadata,
+        )
+        .await
+        .map_err(|error| {
+            ApiError::from_command(error, |rejection| match rejection {
+                SessionError::AlreadyRevoked | SessionError::NotFound => ApiError::InvalidToken,
+                SessionError::AlreadyStarted => ApiError::Internal(rejection.into()),
+            })
+        })?;
+
+    Ok(Success::ok(
+        "Logged out",
+        LogoutResponse {
+            session_id: caller.session_id,
+            revoked: true,
+        },
+    ))
+}

@@ -1,0 +1,186 @@
+//! The HTTP layer: shared state, the router with its OpenAPI document, and the middleware that
+//! gives every request an id, a span, a timeout and an enveloped error on failure.
+
+pub mod auth;
+pub mod envelope;
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aggregates::session::Session;
+use aggregates::user::User;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use sqlx::PgPool;
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+use uuid::Uuid;
+
+use crate::crypto::{Argon2Hasher, Indexer};
+use crate::store::CommandBus;
+use error::{ApiError, LoggedCause, REQUEST_ID};
+use extract::{BODY_LIMIT_BYTES, RequestId};
+
+/// Header carrying the request id, echoed when the client sends a usable one.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+/// Longest client-sent request id that is echoed instead of replaced.
+const REQUEST_ID_MAX_LEN: usize = 128;
+
+/// Settings the handlers read.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub session_lifetime: chrono::Duration,
+    pub request_timeout: Duration,
+}
+
+/// Everything a handler can reach, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub users: Arc<CommandBus<User>>,
+    pub sessions: Arc<CommandBus<Session>>,
+    pub hasher: Arc<Argon2Hasher>,
+    pub indexer: Arc<Indexer>,
+    pub settings: Arc<Settings>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "account-ledger",
+        description = "Event-sourced user accounts: registration, profiles and sessions. \
+                       Every response body is the success or error envelope."
+    ),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "users", description = "Accounts and profiles"),
+        (name = "auth", description = "Sessions"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Builds the API routes and the OpenAPI document that describes them.
+fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(users::register_user))
+        .routes(routes!(users::get_profile, users::update_profile))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::ready));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", v1)
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::ready))
+        .split_for_parts()
+}
+
+/// The OpenAPI document, as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().1
+}
+
+/// Builds the whole application router over `state`.
+pub fn router(state: AppState) -> Router {
+    let timeout = state.settings.request_timeout;
+    let (api, openapi) = api();
+
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .route_layer(middleware::from_fn(record_route))
+        .fallback(|| async { ApiError::NoRoute(StatusCode::NOT_FOUND) })
+        .method_not_allowed_fallback(|| async { ApiError::NoRoute(StatusCode::METHOD_NOT_ALLOWED) })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+        }))
+        .layer(middleware::from_fn(move |request, next| {
+            request_context(timeout, request, next)
+        }))
+        .with_state(state)
+}
+
+/// Takes the client's request id when it is short and plain, else makes one.
+fn request_id(request: &Request) -> String {
+    request
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= REQUEST_ID_MAX_LEN
+                && id
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || b"-_.:".contains(&byte))
+        })
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
+}
+
+/// Records the matched route in the request span; routing has run by the time this does.
+async fn record_route(request: Request, next: Next) -> Response {
+    if let Some(route) = request.extensions().get::<MatchedPath>() {
+        tracing::Span::current().record("route", route.as_str());
+    }
+    next.run(request).await
+}
+
+/// Runs a request inside its span, with its id in scope and a deadline, then logs its outcome.
+async fn request_context(timeout: Duration, mut request: Request, next: Next) -> Response {
+    let id = request_id(&request);
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route = tracing::field::Empty,
+        request_id = %id,
+    );
+    request.extensions_mut().insert(RequestId(id.clone()));
+
+    let started = Instant::now();
+    let run = REQUEST_ID.scope(id.clone(), async move {
+        match tokio::time::timeout(timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => ApiError::Unavailable(anyhow::anyhow!("request timed out")).into_response(),
+        }
+    });
+    let mut response = run.instrument(span.clone()).await;
+
+    span.in_scope(|| {
+        let status = response.status().as_u16();
+        if let Some(LoggedCause(cause)) = response.extensions().get::<LoggedCause>() {
+            tracing::error!(status, error = format!("{cause:#}"), "request failed");
+        }
+        tracing::debug!(
+            status,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request finished"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}

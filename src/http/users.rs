@@ -1,0 +1,416 @@
+//! Account endpoints: registration and the profile.
+
+use aggregates::user::{
+    ProfileDraft, ProfilePatch, RegisterUser, UpdateProfile, UserCommand, UserError,
+};
+use aggregates::values::{Email, FieldError, Locale, Metadata, Name, Phone, PictureUrl, TimeZone};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::AppState;
+use super::envelope::{ErrorBody, Success, SuccessBody};
+use super::error::ApiError;
+use super::extract::{ApiJson, Caller, ClientContext, RequestBody, UserPath};
+use aggregates::services::BlindIndex;
+
+/// Fields of a user resource that only the server sets.
+const SERVER_OWNED_FIELDS: &[&str] = &[
+    "user_id",
+    "email",
+    "email_verified",
+    "status",
+    "mfa_enabled",
+    "created_at",
+    "updated_at",
+    "version",
+];
+
+/// A user's profile as the API returns it.
+#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct ProfileView {
+    pub user_id: Uuid,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    /// `active` or `suspended`.
+    pub status: String,
+    pub display_name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub locale: Option<String>,
+    pub timezone: Option<String>,
+    pub phone: Option<String>,
+    pub picture_url: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    pub mfa_enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The user's event sequence; send it back in `If-Match` to update safely.
+    pub version: i64,
+}
+
+impl ProfileView {
+    fn etag(&self) -> HeaderValue {
+        HeaderValue::from_str(&format!("\"{}\"", self.version))
+            .unwrap_or(HeaderValue::from_static("\"0\""))
+    }
+}
+
+/// Reads a projected profile.
+pub async fn load_profile(state: &AppState, user_id: Uuid) -> Result<ProfileView, ApiError> {
+    sqlx::query_as::<_, ProfileView>(
+        "SELECT user_id, email, email_verified, status, display_name, given_name, family_name,
+                locale, timezone, phone, picture_url, metadata, mfa_enabled, created_at,
+                updated_at, version
+           FROM user_profiles WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::UserNotFound)
+}
+
+fn profile_response(status: Success<ProfileView>) -> impl IntoResponse {
+    let etag = status.data.etag();
+    ([(header::ETAG, etag)], status)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    email: Option<String>,
+    #[schema(value_type = String, format = Password)]
+    password: Option<SecretString>,
+    display_name: Option<String>,
+    given_name: Option<String>,
+    family_name: Option<String>,
+    locale: Option<String>,
+    timezone: Option<String>,
+    phone: Option<String>,
+    picture_url: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Value>,
+}
+
+impl RequestBody for RegisterRequest {
+    const REQUIRED: &'static [&'static str] = &["email", "password"];
+    const READ_ONLY: &'static [&'static str] = &[
+        "user_id",
+        "email_verified",
+        "status",
+        "mfa_enabled",
+        "created_at",
+        "updated_at",
+        "version",
+    ];
+}
+
+/// Collects every field error instead of stopping at the first.
+#[derive(Default)]
+struct Validation(Vec<FieldError>);
+
+impl Validation {
+    fn check<T>(&mut self, result: Result<T, FieldError>) -> Option<T> {
+        result.map_err(|error| self.0.push(error)).ok()
+    }
+
+    fn optional<T>(
+        &mut self,
+        raw: Option<&str>,
+        parse: impl FnOnce(&str) -> Result<T, FieldError>,
+    ) -> Option<T> {
+        raw.and_then(|raw| self.check(parse(raw)))
+    }
+
+    fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid_fields(&self.0))
+        }
+    }
+}
+
+impl RegisterRequest {
+    fn into_command(self, user_id: Uuid) -> Result<RegisterUser, ApiError> {
+        let mut validation = Validation::default();
+        let email = validation.check(Email::parse(self.email.as_deref().unwrap_or_default()));
+        let profile = ProfileDraft {
+            display_name: validation.optional(self.display_name.as_deref(), |raw| {
+                Name::parse("display_name", raw)
+            }),
+            given_name: validation.optional(self.given_name.as_deref(), |raw| {
+                Name::parse("given_name", raw)
+            }),
+            family_name: validation.optional(self.family_name.as_deref(), |raw| {
+                Name::parse("family_name", raw)
+            }),
+            locale: validation.optional(self.locale.as_deref(), Locale::parse),
+            timezone: validation.optional(self.timezone.as_deref(), TimeZone::parse),
+            phone: validation.optional(self.phone.as_deref(), Phone::parse),
+            picture_url: validation.optional(self.picture_url.as_deref(), PictureUrl::parse),
+            metadata: self
+                .metadata
+                .and_then(|raw| validation.check(Metadata::parse(raw))),
+        };
+        validation.finish()?;
+
+        let (Some(email), Some(password)) = (email, self.password) else {
+            return Err(ApiError::Missing {
+                fields: vec!["email".to_owned(), "password".to_owned()],
+            });
+        };
+        Ok(RegisterUser {
+            user_id,
+            email,
+            password,
+            profile,
+        })
+    }
+}
+
+fn user_rejection(error: UserError) -> ApiError {
+    match error {
+        UserError::AlreadyRegistered => ApiError::EmailTaken,
+        UserError::NotFound => ApiError::UserNotFound,
+        UserError::Invalid(errors) => ApiError::invalid_fields(&errors),
+        UserError::VersionMismatch { current, .. } => ApiError::Conflict(format!(
+            "If-Match does not match the current version {current}"
+        )),
+        UserError::Service(message) => ApiError::Internal(anyhow::anyhow!(message)),
+    }
+}
+
+/// Registers an account. No credential is needed.
+#[utoipa::path(
+    post, path = "/users", tag = "users",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created", body = SuccessBody<ProfileView>),
+        (status = 400, description = "VAL_001 invalid field or weak password, VAL_002 missing field", body = ErrorBody),
+        (status = 409, description = "USER_003 the email address is taken", body = ErrorBody),
+    )
+)]
+pub async fn register_user(
+    State(state): State<AppState>,
+    client: ClientContext,
+    ApiJson(request): ApiJson<RegisterRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let user_id = Uuid::now_v7();
+    let command = request.into_command(user_id)?;
+
+    // Fast path for an address that is already taken; the claim trigger decides races.
+    let index = state.indexer.email_index(&command.email);
+    let taken: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM email_claims WHERE email_index = $1)")
+            .bind(&index)
+            .fetch_one(&state.pool)
+            .await?;
+    if taken {
+        return Err(ApiError::EmailTaken);
+    }
+
+    let metadata = client.metadata(format!("user:{user_id}"), None);
+    state
+        .users
+        .execute(
+            &user_id.to_string(),
+            || UserCommand::Register(command.clone()),
+            &metadata,
+        )
+        .await
+        .map_err(|error| ApiError::from_command(error, user_rejection))?;
+
+    let profile = load_profile(&state, user_id).await?;
+    let location = HeaderValue::from_str(&format!("/api/v1/users/{user_id}"))
+        .map_err(|error| ApiError::Internal(error.into()))?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::LOCATION, location);
+    Ok((
+        headers,
+        profile_response(Success::created("User registered", profile)),
+    ))
+}
+
+/// Returns a profile. Bearer token of that user; `{userId}` may be `me`.
+#[utoipa::path(
+    get, path = "/users/{userId}", tag = "users",
+    params(("userId" = String, Path, description = "The user's id, or `me`")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The profile, with its version in ETag", body = SuccessBody<ProfileView>),
+        (status = 401, description = "AUTH_001 missing or invalid token", body = ErrorBody),
+        (status = 403, description = "AUTH_002 another user's id, USER_002 suspended", body = ErrorBody),
+        (status = 404, description = "USER_001 no such user", body = ErrorBody),
+    )
+)]
+pub async fn get_profile(
+    State(state): State<AppState>,
+    caller: Caller,
+    UserPath(segment): UserPath,
+) -> Result<impl IntoResponse, ApiError> {
+    let user_id = caller.resolve_user(&segment)?;
+    let profile = load_profile(&state, user_id).await?;
+    Ok(profile_response(Success::ok("Profile retrieved", profile)))
+}
+
+/// Deserialises a present field as `Some`, so that `null` becomes `Some(None)`.
+fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Any subset of the writable profile fields; `null` clears a field.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProfileRequest {
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    display_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    given_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    family_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    locale: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    timezone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    picture_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Option<Map<String, Value>>>,
+}
+
+impl RequestBody for UpdateProfileRequest {
+    const READ_ONLY: &'static [&'static str] = SERVER_OWNED_FIELDS;
+}
+
+impl UpdateProfileRequest {
+    fn into_patch(self) -> Result<ProfilePatch, ApiError> {
+        fn field<T>(
+            validation: &mut Validation,
+            raw: Option<Option<String>>,
+            parse: impl FnOnce(&str) -> Result<T, FieldError>,
+        ) -> Option<Option<T>> {
+            match raw {
+                None => None,
+                Some(None) => Some(None),
+                Some(Some(raw)) => validation.check(parse(&raw)).map(Some),
+            }
+        }
+
+        let mut validation = Validation::default();
+        let patch = ProfilePatch {
+            display_name: field(&mut validation, self.display_name, |raw| {
+                Name::parse("display_name", raw)
+            }),
+            given_name: field(&mut validation, self.given_name, |raw| {
+                Name::parse("given_name", raw)
+            }),
+            family_name: field(&mut validation, self.family_name, |raw| {
+                Name::parse("family_name", raw)
+            }),
+            locale: field(&mut validation, self.locale, Locale::parse),
+            timezone: field(&mut validation, self.timezone, TimeZone::parse),
+            phone: field(&mut validation, self.phone, Phone::parse),
+            picture_url: field(&mut validation, self.picture_url, PictureUrl::parse),
+            metadata: match self.metadata {
+                None => None,
+                Some(None) => Some(None),
+                Some(Some(map)) => validation
+                    .check(Metadata::parse(Value::Object(map)))
+                    .map(Some),
+            },
+        };
+        validation.finish()?;
+        Ok(patch)
+    }
+}
+
+/// Reads `If-Match`: `None` when absent or `*`, else the version it names.
+fn expected_version(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let invalid =
+        || ApiError::invalid("If-Match must be an ETag returned by this API, such as \"3\"");
+    let text = value.to_str().map_err(|_| invalid())?.trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let text = text.strip_prefix("W/").unwrap_or(text);
+    let version = text
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or(text);
+    version.parse().map(Some).map_err(|_| invalid())
+}
+
+/// Changes the sent profile fields and leaves the others as they were. Bearer token of that
+/// user. With `If-Match`, the update applies only at that version.
+#[utoipa::path(
+    patch, path = "/users/{userId}", tag = "users",
+    params(
+        ("userId" = String, Path, description = "The user's id, or `me`"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version being changed"),
+    ),
+    request_body = UpdateProfileRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated profile", body = SuccessBody<ProfileView>),
+        (status = 400, description = "VAL_001 invalid, unknown or server-owned field", body = ErrorBody),
+        (status = 401, description = "AUTH_001 missing or invalid token", body = ErrorBody),
+        (status = 403, description = "AUTH_002 another user's id", body = ErrorBody),
+        (status = 409, description = "CONFLICT_001 stale If-Match", body = ErrorBody),
+    )
+)]
+pub async fn update_profile(
+    State(state): State<AppState>,
+    caller: Caller,
+    client: ClientContext,
+    UserPath(segment): UserPath,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<UpdateProfileRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let user_id = caller.resolve_user(&segment)?;
+    let expected_version = expected_version(&headers)?;
+    let patch = request.into_patch()?;
+
+    let metadata = client.metadata(caller.actor(), None);
+    state
+        .users
+        .execute(
+            &user_id.to_string(),
+            || {
+                UserCommand::UpdateProfile(UpdateProfile {
+                    patch: patch.clone(),
+                    expected_version,
+                })
+            },
+            &metadata,
+        )
+        .await
+        .map_err(|error| ApiError::from_command(error, user_rejection))?;
+
+    let profile = load_profile(&state, user_id).await?;
+    Ok(profile_response(Success::ok("Profile updated", profile)))
+}

@@ -1,0 +1,104 @@
+use aggregates::user::{User, UserEvent};
+use cqrs_es::Aggregate;
+use futures::future::join_all;
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, TestApp, assert_error, body};
+
+#[tokio::test]
+async fn parallel_registrations_of_one_address_have_one_winner() {
+    let app = TestApp::spawn().await;
+    let spellings: Vec<String> = (0..20)
+        .map(|i| {
+            let local: String = "grace.hopper"
+                .chars()
+                .enumerate()
+                .map(|(j, c)| {
+                    if (i >> (j % 5)) & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            format!("{local}@Example.com")
+        })
+        .collect();
+
+    let responses = join_all(spellings.iter().map(|email| {
+        let app = &app;
+        async move {
+            app.register(&json!({"email": email, "password": PASSWORD}))
+                .await
+        }
+    }))
+    .await;
+
+    let mut created = 0;
+    for response in responses {
+        match response.status().as_u16() {
+            201 => created += 1,
+            409 => assert_error(&body(response).await, "USER_003"),
+            other => panic!("unexpected status {other}: {}", body(response).await),
+        }
+    }
+    assert_eq!(created, 1);
+    let claims: i64 = sqlx::query_scalar("SELECT count(*) FROM email_claims")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count claims");
+    assert_eq!(claims, 1);
+    assert_eq!(app.event_count().await, 1);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn parallel_patches_are_all_durable_and_fold_to_profile() {
+    let app = TestApp::spawn().await;
+    let (user_id, token) = app.signed_in("ada@example.com").await;
+
+    let responses = join_all((0..20).map(|i| {
+        let token = token.clone();
+        let app = &app;
+        async move {
+            app.patch_me(
+                &token,
+                &json!({"display_name": format!("Name {i}"), "metadata": {"n": i}}),
+            )
+            .await
+        }
+    }))
+    .await;
+
+    let mut succeeded = 0;
+    for response in responses {
+        match response.status().as_u16() {
+            200 => succeeded += 1,
+            409 => assert_error(&body(response).await, "CONFLICT_001"),
+            other => panic!("unexpected status {other}: {}", body(response).await),
+        }
+    }
+    let events = app.user_events(user_id).await;
+    let updates = events
+        .iter()
+        .filter(|event| matches!(event.payload, UserEvent::ProfileUpdated(_)))
+        .count();
+    assert_eq!(updates, succeeded);
+    assert!(succeeded > 0);
+
+    let mut folded = User::default();
+    for event in events {
+        folded.apply(event.payload);
+    }
+    let profile: Value = body(app.get_me(&token).await).await["data"].clone();
+    assert_eq!(profile["version"], folded.version());
+    assert_eq!(
+        profile["display_name"],
+        json!(folded.profile().display_name)
+    );
+    assert_eq!(
+        profile["metadata"],
+        Value::Object(folded.profile().metadata.clone())
+    );
+    app.finish().await;
+}

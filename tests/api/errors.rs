@@ -1,0 +1,260 @@
+//! Bad input, unknown routes and a dead database, mostly through the router without a socket.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tower::ServiceExt;
+
+use crate::helpers::{PASSWORD, TestApp, assert_error, body};
+
+async fn call(app: &TestApp, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+    let response = app
+        .router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("router answers");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| panic!("body is not JSON: {}", String::from_utf8_lossy(&bytes)));
+    (status, headers, value)
+}
+
+fn post_users(body: impl Into<Body>) -> Request<Body> {
+    Request::post("/api/v1/users")
+        .header("content-type", "application/json")
+        .body(body.into())
+        .expect("request")
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_val_001_and_write_nothing() {
+    let app = TestApp::spawn().await;
+    let mut invalid_utf8 = br#"{"email": "ada@example.com", "password": ""#.to_vec();
+    invalid_utf8.extend_from_slice(&[0xff, 0xfe]);
+    invalid_utf8.extend_from_slice(b"\"}");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated JSON", br#"{"email": "ada@example.com""#.to_vec()),
+        ("not an object", b"[1, 2, 3]".to_vec()),
+        ("wrong type", json!({"email": 5, "password": PASSWORD}).to_string().into_bytes()),
+        (
+            "unknown field",
+            json!({"email": "ada@example.com", "password": PASSWORD, "role": "admin"})
+                .to_string()
+                .into_bytes(),
+        ),
+        ("invalid UTF-8", invalid_utf8),
+        (
+            "huge string",
+            json!({"email": "ada@example.com", "password": PASSWORD, "display_name": "x".repeat(60_000)})
+                .to_string()
+                .into_bytes(),
+        ),
+    ];
+
+    for (case, bytes) in cases {
+        let (status, _, body) = call(&app, post_users(bytes)).await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{case}");
+        assert_error(&body, "VAL_001");
+    }
+    assert_eq!(app.event_count().await, 0);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn oversized_body_is_413_val_001() {
+    let app = TestApp::spawn().await;
+    let padding = "x".repeat(70 * 1024);
+    let bytes =
+        json!({"email": "ada@example.com", "password": PASSWORD, "metadata": {"pad": padding}})
+            .to_string();
+
+    let (status, _, body) = call(&app, post_users(bytes)).await;
+
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&body, "VAL_001");
+    assert_eq!(app.event_count().await, 0);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn non_json_content_type_is_val_001() {
+    let app = TestApp::spawn().await;
+    let request = Request::post("/api/v1/users")
+        .header("content-type", "text/plain")
+        .body(Body::from(
+            json!({"email": "ada@example.com", "password": PASSWORD}).to_string(),
+        ))
+        .expect("request");
+
+    let (status, _, body) = call(&app, request).await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&body, "VAL_001");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn unknown_route_and_method_use_envelope() {
+    let app = TestApp::spawn().await;
+
+    let (missing, _, missing_body) = call(
+        &app,
+        Request::get("/api/v1/nothing")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    let (wrong_method, _, wrong_method_body) = call(
+        &app,
+        Request::builder()
+            .method(Method::DELETE)
+            .uri("/api/v1/auth/login")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+
+    assert_eq!(missing, StatusCode::NOT_FOUND);
+    assert_error(&missing_body, "VAL_001");
+    assert_eq!(wrong_method, StatusCode::METHOD_NOT_ALLOWED);
+    assert_error(&wrong_method_body, "VAL_001");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn request_id_is_echoed_or_generated() {
+    let app = TestApp::spawn().await;
+
+    let (_, echoed, _) = call(
+        &app,
+        Request::get("/healthz")
+            .header("x-request-id", "client-42")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    let (_, generated, _) = call(
+        &app,
+        Request::get("/healthz")
+            .header("x-request-id", "bad id with spaces")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+
+    assert_eq!(echoed["x-request-id"], "client-42");
+    let generated = generated["x-request-id"].to_str().expect("ascii");
+    assert!(generated.parse::<uuid::Uuid>().is_ok(), "{generated}");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn openapi_document_lists_endpoints() {
+    let app = TestApp::spawn().await;
+
+    let document: Value = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let docs = app
+        .client
+        .get(format!("{}/docs/", app.address))
+        .send()
+        .await
+        .expect("sent");
+
+    for path in [
+        "/api/v1/users",
+        "/api/v1/users/{userId}",
+        "/api/v1/auth/login",
+        "/api/v1/auth/logout",
+    ] {
+        assert!(document["paths"].get(path).is_some(), "{path} missing");
+    }
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.expect("html").contains("swagger"));
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn dead_database_is_503_sys_002() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com").await;
+    let mut admin = sqlx::PgConnection::connect(
+        &app.database
+            .config
+            .database_url
+            .replace(&app.database.name, "postgres"),
+    )
+    .await
+    .expect("admin connection");
+    let name = &app.database.name;
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .execute(&mut admin)
+        .await
+        .expect("close database");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(name)
+        .execute(&mut admin)
+        .await
+        .expect("terminate backends");
+
+    let response = app.get_me(&token).await;
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .expect("sent");
+
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body = body(response).await;
+    assert_error(&body, "SYS_002");
+    assert!(
+        !body.to_string().contains("sqlx"),
+        "internal text leaked: {body}"
+    );
+    assert_eq!(ready.status(), 503);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn health_stays_up_after_bad_input() {
+    let app = TestApp::spawn().await;
+    call(&app, post_users(vec![0xff_u8; 10])).await;
+
+    let response = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .expect("sent");
+    let ready = app
+        .client
+        .get(format!("{}/api/v1/readyz", app.address))
+        .send()
+        .await
+        .expect("sent");
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(ready.status(), 200);
+    assert_eq!(body(ready).await["data"]["status"], "ready");
+    app.finish().await;
+}

@@ -1,0 +1,259 @@
+//! Test harness: a service per test on port 0 with its own database, and typed request helpers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use account_ledger::app::Application;
+use account_ledger::config::{Config, LogFormat};
+use account_ledger::store::{KeyRing, SealingRepository};
+use aggregates::sealing::DataKey;
+use aggregates::user::User;
+use axum::Router;
+use base64::Engine;
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{EventEnvelope, EventStore};
+use postgres_es::PostgresEventRepository;
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// A password that passes the strength policy.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Server that each test's database lives on; override with `LEDGER_TEST_DATABASE_URL`.
+fn server_url() -> String {
+    std::env::var("LEDGER_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A database made for one test and the settings to start services on it.
+pub struct TestDatabase {
+    pub name: String,
+    pub config: Config,
+    pub master_key: DataKey,
+}
+
+impl TestDatabase {
+    pub fn new() -> Self {
+        let name = format!("ledger_test_{}", Uuid::new_v4().simple());
+        let master_key = DataKey::generate();
+        let data_dir: PathBuf = std::env::temp_dir().join(&name);
+        let config = Config {
+            database_url: format!("{}/{name}", server_url()),
+            bind: "127.0.0.1:0".to_owned(),
+            data_dir,
+            public_base_url: "http://127.0.0.1:8080".to_owned(),
+            master_key: Some(
+                base64::engine::general_purpose::STANDARD.encode(master_key.expose_bytes()),
+            ),
+            log_format: LogFormat::Text,
+            session_lifetime_secs: 3_600,
+            db_max_connections: 10,
+            hash_concurrency: 2,
+            projection_wait_ms: 5_000,
+            projection_poll_ms: 200,
+            request_timeout_secs: 30,
+        };
+        Self {
+            name,
+            config,
+            master_key,
+        }
+    }
+
+    /// Drops the database, closing any connection still open to it.
+    pub async fn drop_database(&self) {
+        let mut admin = PgConnection::connect(&format!("{}/postgres", server_url()))
+            .await
+            .expect("connect to the maintenance database");
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("drop the test database");
+        let _ = std::fs::remove_dir_all(&self.config.data_dir);
+    }
+}
+
+/// A running service and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    pub router: Router,
+    pub database: Arc<TestDatabase>,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Starts a service on a new database.
+    pub async fn spawn() -> Self {
+        Self::spawn_on(Arc::new(TestDatabase::new())).await
+    }
+
+    /// Starts a service on an existing test database.
+    pub async fn spawn_on(database: Arc<TestDatabase>) -> Self {
+        let application = Application::build(&database.config)
+            .await
+            .expect("application starts");
+        let address = format!("http://{}", application.local_addr().expect("bound"));
+        let pool = application.pool();
+        let router = application.router();
+        let shutdown = application.shutdown_token();
+        let server = tokio::spawn(application.run_until_stopped());
+        Self {
+            address,
+            client: reqwest::Client::new(),
+            pool,
+            router,
+            database,
+            shutdown,
+            server: Some(server),
+        }
+    }
+
+    /// Opens only a pool on an existing test database, with no service or projector running.
+    pub async fn pool_only(database: Arc<TestDatabase>) -> Self {
+        let pool = PgPool::connect(&database.config.database_url)
+            .await
+            .expect("connect to the test database");
+        Self {
+            address: String::new(),
+            client: reqwest::Client::new(),
+            pool,
+            router: Router::new(),
+            database,
+            shutdown: CancellationToken::new(),
+            server: None,
+        }
+    }
+
+    /// Stops the service and waits until its projectors and pool are closed.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+    }
+
+    /// Stops the service and drops its database.
+    pub async fn finish(mut self) {
+        self.stop().await;
+        self.database.drop_database().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.address)
+    }
+
+    pub async fn register(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/users"))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Registers `email` with the standard password and returns the new user's id.
+    pub async fn register_user(&self, email: &str) -> Uuid {
+        let response = self
+            .register(&json!({"email": email, "password": PASSWORD}))
+            .await;
+        assert_eq!(response.status(), 201, "registration of {email} failed");
+        let body: Value = response.json().await.expect("json body");
+        body["data"]["user_id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .expect("user_id in response")
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/auth/login"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Logs in with the standard password and returns the access token.
+    pub async fn token_for(&self, email: &str) -> String {
+        let response = self.login(email, PASSWORD).await;
+        assert_eq!(response.status(), 200, "login of {email} failed");
+        let body: Value = response.json().await.expect("json body");
+        body["data"]["access_token"]
+            .as_str()
+            .expect("access_token in response")
+            .to_owned()
+    }
+
+    /// Registers `email` and logs in, returning the user id and a token.
+    pub async fn signed_in(&self, email: &str) -> (Uuid, String) {
+        let user_id = self.register_user(email).await;
+        (user_id, self.token_for(email).await)
+    }
+
+    pub async fn get_me(&self, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url("/users/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn patch_me(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .patch(self.url("/users/me"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Number of rows in the events table.
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count events")
+    }
+
+    /// An event store over this service's database, opened with the test's master key.
+    pub fn event_store(&self) -> PersistedEventStore<SealingRepository, User> {
+        let keys = Arc::new(KeyRing::new(self.pool.clone(), &self.database.master_key));
+        let repository =
+            SealingRepository::new(PostgresEventRepository::new(self.pool.clone()), keys);
+        PersistedEventStore::new_event_store(repository)
+    }
+
+    /// The user's events, opened, in sequence order.
+    pub async fn user_events(&self, user_id: Uuid) -> Vec<EventEnvelope<User>> {
+        self.event_store()
+            .load_events(&user_id.to_string())
+            .await
+            .expect("load events")
+    }
+}
+
+/// Reads a response body as JSON.
+pub async fn body(response: reqwest::Response) -> Value {
+    response.json().await.expect("json body")
+}
+
+/// Asserts the error envelope with `code`.
+pub fn assert_error(body: &Value, code: &str) {
+    assert_eq!(body["success"], false, "not an error envelope: {body}");
+    assert_eq!(body["error"]["code"], code, "unexpected error: {body}");
+    assert!(body["timestamp"].is_string(), "no timestamp: {body}");
+}
