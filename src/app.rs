@@ -5,11 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aggregates::services::{SessionServices, SystemClock, UserServices};
+use aggregates::services::{Clock, SessionServices, SystemClock, UserServices};
 use anyhow::Context;
 use axum::Router;
 use postgres_es::PostgresEventRepository;
-use projections::{ProfilesProjection, Projection, Projector, ProjectorHandle, SessionsProjection};
+use projections::{
+    ApiKeysProjection, ProfilesProjection, Projection, Projector, ProjectorHandle,
+    SessionsProjection,
+};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -17,12 +20,17 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::crypto::{Argon2Hasher, Indexer, load_master_key};
 use crate::db;
+use crate::http::rate_limit::{PRUNE_INTERVAL, RateLimits};
 use crate::http::{AppState, Settings, router};
 use crate::store::{CommandBus, KeyRing, SealingRepository};
 
 /// Every projection the service runs.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(ProfilesProjection), Arc::new(SessionsProjection)]
+    vec![
+        Arc::new(ProfilesProjection),
+        Arc::new(SessionsProjection),
+        Arc::new(ApiKeysProjection),
+    ]
 }
 
 pub struct Application {
@@ -37,6 +45,11 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, starts the projectors and binds the listener.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Application::build`], with the clock that commands and expiry checks read.
+    pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         config.warn_unknown_variables();
         let master = load_master_key(config.master_key().as_ref(), &config.data_dir)?;
 
@@ -63,7 +76,6 @@ impl Application {
         .context("failed to start the projector")?;
 
         let wait = Duration::from_millis(config.projection_wait_ms);
-        let clock = Arc::new(SystemClock);
         let repository =
             || SealingRepository::new(PostgresEventRepository::new(pool.clone()), keys.clone());
         let users = CommandBus::new(
@@ -74,26 +86,52 @@ impl Application {
                 index: indexer.clone(),
             },
             pool.clone(),
-            projector.clone(),
+            Some(projector.clone()),
             wait,
         );
         let sessions = CommandBus::new(
             repository(),
-            SessionServices { clock },
+            SessionServices {
+                clock: clock.clone(),
+            },
             pool.clone(),
-            projector.clone(),
+            Some(projector.clone()),
             wait,
         );
+        let api_keys = CommandBus::new(
+            repository(),
+            SessionServices {
+                clock: clock.clone(),
+            },
+            pool.clone(),
+            Some(projector.clone()),
+            wait,
+        );
+
+        let limits = Arc::new(RateLimits::new(
+            config.rate_standard,
+            config.rate_sensitive,
+            config.rate_bulk,
+            config.trusted_proxies.clone(),
+        ));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(prune_rate_limits(limits.clone(), shutdown.clone()));
 
         let state = AppState {
             pool: pool.clone(),
             users: Arc::new(users),
             sessions: Arc::new(sessions),
+            api_keys: Arc::new(api_keys),
             hasher,
             indexer,
+            limits,
+            clock,
             settings: Arc::new(Settings {
                 session_lifetime: chrono::Duration::seconds(i64::from(
                     config.session_lifetime_secs,
+                )),
+                session_idle_timeout: chrono::Duration::seconds(i64::from(
+                    config.session_idle_timeout_secs,
                 )),
                 request_timeout: Duration::from_secs(config.request_timeout_secs),
             }),
@@ -108,7 +146,7 @@ impl Application {
             router: router(state),
             pool,
             projector,
-            shutdown: CancellationToken::new(),
+            shutdown,
             projector_shutdown,
         })
     }
@@ -155,6 +193,17 @@ impl Application {
         self.pool.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Drops refilled rate-limit buckets every minute until shutdown.
+async fn prune_rate_limits(limits: Arc<RateLimits>, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(PRUNE_INTERVAL);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => limits.prune(),
+        }
     }
 }
 

@@ -29,8 +29,27 @@ pub enum Command {
     Migrate,
     /// Empty a projection's tables and rewind its checkpoint, so that `serve` rebuilds it.
     Replay {
-        /// Projection to rebuild (`profiles` or `sessions`); all of them when omitted.
+        /// Projection to rebuild (`profiles`, `sessions` or `api_keys`); all when omitted.
         projection: Option<String>,
+    },
+    /// Manage API keys from the command line, for example the first key of a fresh install.
+    #[command(name = "api-keys", subcommand)]
+    ApiKeys(ApiKeysCommand),
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum ApiKeysCommand {
+    /// Issue a key and print it once; only its hash is stored.
+    Create {
+        /// A name that tells operators what the key is for.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes, such as `users:read,users:admin`, or `*` for all.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Expiry as an RFC 3339 time; the key does not expire when omitted.
+        #[arg(long)]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
     },
 }
 
@@ -81,6 +100,30 @@ pub struct Config {
     #[arg(long, env = "LEDGER_SESSION_LIFETIME_SECS", default_value_t = 86_400)]
     pub session_lifetime_secs: u32,
 
+    /// Idle timeout of a session: it ends after this many seconds without a request.
+    #[arg(
+        long,
+        env = "LEDGER_SESSION_IDLE_TIMEOUT_SECS",
+        default_value_t = 1_800
+    )]
+    pub session_idle_timeout_secs: u32,
+
+    /// Requests per minute in the standard rate-limit class, per user, API key or client IP.
+    #[arg(long, env = "LEDGER_RATE_STANDARD", default_value_t = 100)]
+    pub rate_standard: u32,
+
+    /// Requests per minute in the sensitive class (login, password, codes), per account.
+    #[arg(long, env = "LEDGER_RATE_SENSITIVE", default_value_t = 10)]
+    pub rate_sensitive: u32,
+
+    /// Requests per minute in the bulk class, per API key.
+    #[arg(long, env = "LEDGER_RATE_BULK", default_value_t = 10)]
+    pub rate_bulk: u32,
+
+    /// Comma-separated proxy addresses or CIDR ranges whose `X-Forwarded-For` is believed.
+    #[arg(long, env = "LEDGER_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Largest number of database connections in the pool.
     #[arg(long, env = "LEDGER_DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub db_max_connections: u32,
@@ -110,6 +153,11 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LEDGER_MASTER_KEY",
     "LEDGER_LOG_FORMAT",
     "LEDGER_SESSION_LIFETIME_SECS",
+    "LEDGER_SESSION_IDLE_TIMEOUT_SECS",
+    "LEDGER_RATE_STANDARD",
+    "LEDGER_RATE_SENSITIVE",
+    "LEDGER_RATE_BULK",
+    "LEDGER_TRUSTED_PROXIES",
     "LEDGER_DB_MAX_CONNECTIONS",
     "LEDGER_HASH_CONCURRENCY",
     "LEDGER_PROJECTION_WAIT_MS",

@@ -120,12 +120,14 @@ impl BlindIndex for Indexer {
 #[derive(Clone, Copy, Debug)]
 pub enum TokenKind {
     Session,
+    ApiKey,
 }
 
 impl TokenKind {
-    fn prefix(self) -> &'static str {
+    pub fn prefix(self) -> &'static str {
         match self {
             Self::Session => "las_",
+            Self::ApiKey => "lak_",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Nothing here knows about HTTP or SQL. Personal fields travel inside events as
 //! [`personal::Personal`] values, which the event store seals with the subject's data key.
 
+pub mod api_key;
 pub mod personal;
 pub mod sealing;
 pub mod services;

@@ -5,10 +5,12 @@
 //! event is applied exactly once even across crashes, and a projection can be rebuilt by
 //! resetting its checkpoint.
 
+mod api_keys;
 mod profiles;
 mod projector;
 mod sessions;
 
+pub use api_keys::ApiKeysProjection;
 pub use profiles::ProfilesProjection;
 pub use projector::{Projector, ProjectorHandle, reset_projection};
 pub use sessions::SessionsProjection;

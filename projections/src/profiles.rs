@@ -116,6 +116,28 @@ impl ProfilesProjection {
     }
 }
 
+impl ProfilesProjection {
+    async fn set_status(
+        connection: &mut PgConnection,
+        event: &StoredEvent,
+        user_id: Uuid,
+        status: UserStatus,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE user_profiles SET status = $2, updated_at = $3, version = $4
+              WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .bind(status.as_str())
+        .bind(at)
+        .bind(event.sequence)
+        .execute(&mut *connection)
+        .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Projection for ProfilesProjection {
     fn name(&self) -> &'static str {
@@ -155,6 +177,14 @@ impl Projection for ProfilesProjection {
                     updated.updated_at,
                 )
                 .await
+            }
+            UserEvent::UserSuspended(suspended) => {
+                let at = suspended.suspended_at;
+                Self::set_status(connection, event, user_id, UserStatus::Suspended, at).await
+            }
+            UserEvent::UserUnsuspended(unsuspended) => {
+                let at = unsuspended.unsuspended_at;
+                Self::set_status(connection, event, user_id, UserStatus::Active, at).await
             }
         }
     }

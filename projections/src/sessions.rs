@@ -2,6 +2,7 @@
 
 use aggregates::personal::Personal;
 use aggregates::session::{Session, SessionEvent};
+use aggregates::user::{User, UserEvent};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use sqlx::PgConnection;
@@ -16,6 +17,29 @@ fn known(value: &Personal<Option<String>>) -> Option<&str> {
     value.known().and_then(|value| value.as_deref())
 }
 
+/// Ends every open session of a user whose account was suspended.
+async fn revoke_on_suspension(
+    connection: &mut PgConnection,
+    event: &StoredEvent,
+) -> anyhow::Result<()> {
+    if event.event_type != "UserSuspended" {
+        return Ok(());
+    }
+    let user_id: Uuid = event.aggregate_id.parse()?;
+    let UserEvent::UserSuspended(suspended) = serde_json::from_value(event.payload.clone())? else {
+        return Ok(());
+    };
+    sqlx::query(
+        "UPDATE sessions SET revoked_at = $2, revocation_reason = 'suspended'
+          WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .bind(suspended.suspended_at)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl Projection for SessionsProjection {
     fn name(&self) -> &'static str {
@@ -27,6 +51,9 @@ impl Projection for SessionsProjection {
         connection: &mut PgConnection,
         event: &StoredEvent,
     ) -> anyhow::Result<()> {
+        if event.aggregate_type == User::TYPE {
+            return revoke_on_suspension(connection, event).await;
+        }
         if event.aggregate_type != Session::TYPE {
             return Ok(());
         }

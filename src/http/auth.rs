@@ -167,6 +167,7 @@ pub struct LogoutResponse {
     responses(
         (status = 200, description = "The session is revoked", body = SuccessBody<LogoutResponse>),
         (status = 401, description = "AUTH_001 missing or invalid token", body = ErrorBody),
+        (status = 403, description = "AUTH_002 an API key has no session to end", body = ErrorBody),
     )
 )]
 pub async fn logout(
@@ -174,11 +175,14 @@ pub async fn logout(
     caller: Caller,
     client: ClientContext,
 ) -> Result<Success<LogoutResponse>, ApiError> {
-    let metadata = client.metadata(caller.actor(), Some(caller.user_id));
+    let Some((user_id, session_id)) = caller.session() else {
+        return Err(ApiError::Forbidden);
+    };
+    let metadata = client.metadata(caller.actor(), Some(user_id));
     state
         .sessions
         .execute(
-            &caller.session_id.to_string(),
+            &session_id.to_string(),
             || SessionCommand::Revoke {
                 reason: RevocationReason::Logout,
             },
@@ -195,7 +199,7 @@ pub async fn logout(
     Ok(Success::ok(
         "Logged out",
         LogoutResponse {
-            session_id: caller.session_id,
+            session_id,
             revoked: true,
         },
     ))

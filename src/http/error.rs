@@ -47,6 +47,9 @@ pub enum ApiError {
     /// 409 CONFLICT_001: `If-Match` did not match, or concurrent writes exhausted the retries.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// 429 RATE_001: too many requests in the endpoint's class; `Retry-After` is set.
+    #[error("rate limit exceeded")]
+    RateLimited,
     /// 404 or 405 VAL_001: no endpoint matches the method and path.
     #[error("no such endpoint")]
     NoRoute(StatusCode),
@@ -96,6 +99,7 @@ impl ApiError {
             Self::Invalid { .. } | Self::Missing { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoRoute(status) => *status,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -112,6 +116,7 @@ impl ApiError {
             Self::Invalid { .. } | Self::PayloadTooLarge { .. } | Self::NoRoute(_) => "VAL_001",
             Self::Missing { .. } => "VAL_002",
             Self::Conflict(_) => "CONFLICT_001",
+            Self::RateLimited => "RATE_001",
             Self::Internal(_) => "SYS_001",
             Self::Unavailable(_) => "SYS_002",
         }
@@ -145,6 +150,10 @@ impl ApiError {
                 json!({ "fields": fields }),
             ),
             Self::Conflict(message) => (message.clone(), Value::Null),
+            Self::RateLimited => (
+                "Too many requests; retry after the number of seconds in Retry-After".to_owned(),
+                Value::Null,
+            ),
             Self::NoRoute(_) => (
                 "No endpoint matches this method and path".to_owned(),
                 Value::Null,

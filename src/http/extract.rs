@@ -14,7 +14,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::crypto::hash_token;
+use aggregates::api_key::grants;
+
+use crate::crypto::{TokenKind, hash_token};
 use crate::store::CommandMetadata;
 
 /// Largest request body accepted, in bytes.
@@ -111,6 +113,10 @@ pub struct ClientContext {
     pub user_agent: Option<String>,
 }
 
+/// Client address as resolved by the rate limiter, trusted proxies taken into account.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub Option<IpAddr>);
+
 /// Request id set by the request middleware.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
@@ -147,10 +153,13 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientContext {
             .get::<RequestId>()
             .map(|id| id.0.clone())
             .unwrap_or_default();
-        let client_ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip());
+        let client_ip = match parts.extensions.get::<ClientIp>() {
+            Some(ClientIp(ip)) => *ip,
+            None => parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip()),
+        };
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -164,40 +173,213 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientContext {
     }
 }
 
-/// A caller authenticated by a session's Bearer token.
-#[derive(Clone, Copy, Debug)]
-pub struct Caller {
-    pub user_id: Uuid,
-    pub session_id: Uuid,
+/// An authenticated caller: a user's session, or a server-to-server API key with scopes.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    Session {
+        user_id: Uuid,
+        session_id: Uuid,
+    },
+    ApiKey {
+        api_key_id: Uuid,
+        scopes: Vec<String>,
+    },
 }
 
 impl Caller {
     /// Actor recorded in event metadata.
     pub fn actor(&self) -> String {
-        format!("user:{}", self.user_id)
+        match self {
+            Self::Session { user_id, .. } => format!("user:{user_id}"),
+            Self::ApiKey { api_key_id, .. } => format!("api_key:{api_key_id}"),
+        }
     }
 
-    /// Resolves a `{userId}` path segment: `me` or the caller's own id; any other is AUTH_002.
-    pub fn resolve_user(&self, segment: &str) -> Result<Uuid, ApiError> {
-        if segment == "me" {
-            return Ok(self.user_id);
+    /// Key of the caller's bucket in the standard rate-limit class.
+    pub fn rate_key(&self) -> String {
+        match self {
+            Self::Session { user_id, .. } => format!("user:{user_id}"),
+            Self::ApiKey { api_key_id, .. } => format!("api_key:{api_key_id}"),
         }
-        match segment.parse::<Uuid>() {
-            Ok(user_id) if user_id == self.user_id => Ok(user_id),
+    }
+
+    /// The session's own user and id, when the caller is a session.
+    pub fn session(&self) -> Option<(Uuid, Uuid)> {
+        match self {
+            Self::Session {
+                user_id,
+                session_id,
+            } => Some((*user_id, *session_id)),
+            Self::ApiKey { .. } => None,
+        }
+    }
+
+    /// Passes only an API key that holds `scope`; a session is AUTH_002.
+    pub fn require_scope(&self, scope: &str) -> Result<(), ApiError> {
+        match self {
+            Self::ApiKey { scopes, .. } if grants(scopes, scope) => Ok(()),
             _ => Err(ApiError::Forbidden),
+        }
+    }
+
+    /// Resolves a `{userId}` path segment. A session may name itself, by id or as `me`; an API
+    /// key may name any user if it holds `scope`. Anything else is AUTH_002.
+    pub fn resolve_user(&self, segment: &str, scope: &str) -> Result<Uuid, ApiError> {
+        match self {
+            Self::Session { user_id, .. } => {
+                if segment == "me" {
+                    return Ok(*user_id);
+                }
+                match segment.parse::<Uuid>() {
+                    Ok(named) if named == *user_id => Ok(named),
+                    _ => Err(ApiError::Forbidden),
+                }
+            }
+            Self::ApiKey { scopes, .. } => {
+                if !grants(scopes, scope) {
+                    return Err(ApiError::Forbidden);
+                }
+                segment.parse::<Uuid>().map_err(|_| ApiError::Forbidden)
+            }
         }
     }
 }
 
-/// Reads the Bearer token from the `Authorization` header, or `None` when absent or malformed.
-fn bearer_token(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    let well_formed = scheme.eq_ignore_ascii_case("bearer")
-        && token.len() <= TOKEN_MAX_BYTES
-        && token.starts_with("las_");
-    well_formed.then_some(token)
+/// A credential that was checked and refused, kept so the handler answers the same way.
+#[derive(Clone, Copy, Debug)]
+pub enum RefusedCredential {
+    Invalid,
+    Suspended,
+}
+
+impl From<RefusedCredential> for ApiError {
+    fn from(refused: RefusedCredential) -> Self {
+        match refused {
+            RefusedCredential::Invalid => Self::InvalidToken,
+            RefusedCredential::Suspended => Self::Suspended,
+        }
+    }
+}
+
+/// The outcome of checking a request's credential, stored in its extensions by the rate
+/// limiter so that the handler does not look the credential up twice.
+#[derive(Clone, Debug)]
+pub struct CheckedCredential(pub Result<Caller, RefusedCredential>);
+
+/// Reads a credential header's value when it has the expected prefix and a sane length.
+fn credential<'a>(
+    parts: &'a Parts,
+    name: &header::HeaderName,
+    prefix: &str,
+) -> Option<Option<&'a str>> {
+    let value = parts.headers.get(name)?;
+    let text = value.to_str().ok().map(str::trim);
+    Some(text.filter(|token| token.len() <= TOKEN_MAX_BYTES && token.starts_with(prefix)))
+}
+
+/// Reads the Bearer token: `None` when the header is absent, `Some(None)` when it is malformed.
+fn bearer(parts: &Parts) -> Option<Option<&str>> {
+    let value = parts.headers.get(header::AUTHORIZATION)?;
+    let token = value.to_str().ok().and_then(|value| {
+        let (scheme, token) = value.split_once(' ')?;
+        let token = token.trim();
+        let well_formed = scheme.eq_ignore_ascii_case("bearer")
+            && token.len() <= TOKEN_MAX_BYTES
+            && token.starts_with(TokenKind::Session.prefix());
+        well_formed.then_some(token)
+    });
+    Some(token)
+}
+
+/// Checks the request's Bearer token or API key. Returns `None` when neither header is sent,
+/// and fails only when the database cannot answer.
+pub async fn check_credential(
+    state: &AppState,
+    parts: &Parts,
+) -> Result<Option<Result<Caller, RefusedCredential>>, ApiError> {
+    let api_key_header = header::HeaderName::from_static("x-api-key");
+    if let Some(token) = bearer(parts) {
+        let Some(token) = token else {
+            return Ok(Some(Err(RefusedCredential::Invalid)));
+        };
+        return check_session(state, token).await.map(Some);
+    }
+    if let Some(key) = credential(parts, &api_key_header, TokenKind::ApiKey.prefix()) {
+        let Some(key) = key else {
+            return Ok(Some(Err(RefusedCredential::Invalid)));
+        };
+        return check_api_key(state, key).await.map(Some);
+    }
+    Ok(None)
+}
+
+/// Last use of a session is written at most once per this interval.
+const ACTIVITY_GRANULARITY_SECS: i64 = 60;
+
+async fn check_session(
+    state: &AppState,
+    token: &str,
+) -> Result<Result<Caller, RefusedCredential>, ApiError> {
+    let row = sqlx::query_as::<_, (Uuid, Uuid, DateTime<Utc>, bool, String, DateTime<Utc>)>(
+        "SELECT s.session_id, s.user_id, s.expires_at, s.revoked_at IS NOT NULL, p.status,
+                GREATEST(s.created_at, a.last_seen_at)
+           FROM sessions s
+           JOIN user_profiles p USING (user_id)
+           LEFT JOIN session_activity a USING (session_id)
+          WHERE s.token_hash = $1",
+    )
+    .bind(hash_token(token))
+    .fetch_optional(&state.pool)
+    .await?;
+
+    let Some((session_id, user_id, expires_at, revoked, status, last_seen)) = row else {
+        return Ok(Err(RefusedCredential::Invalid));
+    };
+    let now = state.clock.now();
+    let idle_deadline = last_seen + state.settings.session_idle_timeout;
+    if revoked || expires_at <= now || idle_deadline <= now {
+        return Ok(Err(RefusedCredential::Invalid));
+    }
+    if status != "active" {
+        return Ok(Err(RefusedCredential::Suspended));
+    }
+
+    if (now - last_seen).num_seconds() >= ACTIVITY_GRANULARITY_SECS {
+        sqlx::query(
+            "INSERT INTO session_activity (session_id, last_seen_at) VALUES ($1, $2)
+             ON CONFLICT (session_id) DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at
+              WHERE session_activity.last_seen_at < EXCLUDED.last_seen_at",
+        )
+        .bind(session_id)
+        .bind(now)
+        .execute(&state.pool)
+        .await?;
+    }
+    Ok(Ok(Caller::Session {
+        user_id,
+        session_id,
+    }))
+}
+
+async fn check_api_key(
+    state: &AppState,
+    key: &str,
+) -> Result<Result<Caller, RefusedCredential>, ApiError> {
+    let row = sqlx::query_as::<_, (Uuid, Vec<String>, Option<DateTime<Utc>>, bool)>(
+        "SELECT api_key_id, scopes, expires_at, revoked_at IS NOT NULL
+           FROM api_keys WHERE key_hash = $1",
+    )
+    .bind(hash_token(key))
+    .fetch_optional(&state.pool)
+    .await?;
+
+    let Some((api_key_id, scopes, expires_at, revoked)) = row else {
+        return Ok(Err(RefusedCredential::Invalid));
+    };
+    if revoked || expires_at.is_some_and(|expires_at| expires_at <= state.clock.now()) {
+        return Ok(Err(RefusedCredential::Invalid));
+    }
+    Ok(Ok(Caller::ApiKey { api_key_id, scopes }))
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -207,30 +389,13 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts).ok_or(ApiError::InvalidToken)?;
-
-        let row = sqlx::query_as::<_, (Uuid, Uuid, DateTime<Utc>, bool, String)>(
-            "SELECT s.session_id, s.user_id, s.expires_at, s.revoked_at IS NOT NULL, p.status
-               FROM sessions s JOIN user_profiles p USING (user_id)
-              WHERE s.token_hash = $1",
-        )
-        .bind(hash_token(token))
-        .fetch_optional(&state.pool)
-        .await?;
-
-        let Some((session_id, user_id, expires_at, revoked, status)) = row else {
-            return Err(ApiError::InvalidToken);
-        };
-        if revoked || expires_at <= Utc::now() {
-            return Err(ApiError::InvalidToken);
+        if let Some(CheckedCredential(checked)) = parts.extensions.get::<CheckedCredential>() {
+            return checked.clone().map_err(ApiError::from);
         }
-        if status != "active" {
-            return Err(ApiError::Suspended);
+        match check_credential(state, parts).await? {
+            Some(checked) => checked.map_err(ApiError::from),
+            None => Err(ApiError::InvalidToken),
         }
-        Ok(Self {
-            user_id,
-            session_id,
-        })
     }
 }
 

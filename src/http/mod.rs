@@ -1,16 +1,21 @@
 //! The HTTP layer: shared state, the router with its OpenAPI document, and the middleware that
 //! gives every request an id, a span, a timeout and an enveloped error on failure.
 
+pub mod api_keys;
 pub mod auth;
 pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod rate_limit;
+pub mod sessions;
 pub mod users;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aggregates::api_key::ApiKey;
+use aggregates::services::Clock;
 use aggregates::session::Session;
 use aggregates::user::User;
 use axum::Router;
@@ -21,7 +26,9 @@ use axum::response::{IntoResponse, Response};
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey as ApiKeyScheme, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,6 +39,7 @@ use crate::crypto::{Argon2Hasher, Indexer};
 use crate::store::CommandBus;
 use error::{ApiError, LoggedCause, REQUEST_ID};
 use extract::{BODY_LIMIT_BYTES, RequestId};
+use rate_limit::RateLimits;
 
 /// Header carrying the request id, echoed when the client sends a usable one.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -42,6 +50,7 @@ const REQUEST_ID_MAX_LEN: usize = 128;
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub session_lifetime: chrono::Duration,
+    pub session_idle_timeout: chrono::Duration,
     pub request_timeout: Duration,
 }
 
@@ -51,8 +60,11 @@ pub struct AppState {
     pub pool: PgPool,
     pub users: Arc<CommandBus<User>>,
     pub sessions: Arc<CommandBus<Session>>,
+    pub api_keys: Arc<CommandBus<ApiKey>>,
     pub hasher: Arc<Argon2Hasher>,
     pub indexer: Arc<Indexer>,
+    pub limits: Arc<RateLimits>,
+    pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
 }
 
@@ -66,7 +78,9 @@ pub struct AppState {
     modifiers(&BearerScheme),
     tags(
         (name = "users", description = "Accounts and profiles"),
-        (name = "auth", description = "Sessions"),
+        (name = "auth", description = "Login and logout"),
+        (name = "sessions", description = "Signed-in devices"),
+        (name = "api-keys", description = "Server-to-server credentials"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -81,6 +95,10 @@ impl Modify for BearerScheme {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKeyScheme::Header(ApiKeyValue::new("X-API-Key"))),
+        );
     }
 }
 
@@ -91,6 +109,12 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(users::get_profile, users::update_profile))
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
+        .routes(routes!(users::suspend_user))
+        .routes(routes!(users::unsuspend_user))
+        .routes(routes!(sessions::list_sessions, sessions::revoke_sessions))
+        .routes(routes!(sessions::revoke_session))
+        .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
+        .routes(routes!(api_keys::revoke_api_key))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -115,6 +139,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NoRoute(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async { ApiError::NoRoute(StatusCode::METHOD_NOT_ALLOWED) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::rate_limit,
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
         }))

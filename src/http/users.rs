@@ -239,11 +239,12 @@ pub async fn register_user(
     ))
 }
 
-/// Returns a profile. Bearer token of that user; `{userId}` may be `me`.
+/// Returns a profile. Bearer token of that user (`{userId}` may be `me`), or an API key with
+/// `users:read`.
 #[utoipa::path(
     get, path = "/users/{userId}", tag = "users",
     params(("userId" = String, Path, description = "The user's id, or `me`")),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The profile, with its version in ETag", body = SuccessBody<ProfileView>),
         (status = 401, description = "AUTH_001 missing or invalid token", body = ErrorBody),
@@ -256,7 +257,7 @@ pub async fn get_profile(
     caller: Caller,
     UserPath(segment): UserPath,
 ) -> Result<impl IntoResponse, ApiError> {
-    let user_id = caller.resolve_user(&segment)?;
+    let user_id = caller.resolve_user(&segment, "users:read")?;
     let profile = load_profile(&state, user_id).await?;
     Ok(profile_response(Success::ok("Profile retrieved", profile)))
 }
@@ -366,7 +367,8 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 }
 
 /// Changes the sent profile fields and leaves the others as they were. Bearer token of that
-/// user. With `If-Match`, the update applies only at that version.
+/// user, or an API key with `users:write`. With `If-Match`, the update applies only at that
+/// version.
 #[utoipa::path(
     patch, path = "/users/{userId}", tag = "users",
     params(
@@ -374,7 +376,7 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         ("If-Match" = Option<String>, Header, description = "The ETag of the version being changed"),
     ),
     request_body = UpdateProfileRequest,
-    security(("bearer" = [])),
+    security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The updated profile", body = SuccessBody<ProfileView>),
         (status = 400, description = "VAL_001 invalid, unknown or server-owned field", body = ErrorBody),
@@ -391,7 +393,7 @@ pub async fn update_profile(
     headers: HeaderMap,
     ApiJson(request): ApiJson<UpdateProfileRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let user_id = caller.resolve_user(&segment)?;
+    let user_id = caller.resolve_user(&segment, "users:write")?;
     let expected_version = expected_version(&headers)?;
     let patch = request.into_patch()?;
 
@@ -413,4 +415,103 @@ pub async fn update_profile(
 
     let profile = load_profile(&state, user_id).await?;
     Ok(profile_response(Success::ok("Profile updated", profile)))
+}
+
+/// Longest suspension reason accepted, in characters.
+const SUSPENSION_REASON_MAX_CHARS: usize = 500;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuspendRequest {
+    /// Why the account is suspended; stored sealed.
+    reason: Option<String>,
+}
+
+impl RequestBody for SuspendRequest {}
+
+async fn set_suspension(
+    state: &AppState,
+    caller: &Caller,
+    client: &ClientContext,
+    segment: &str,
+    command: impl Fn() -> UserCommand,
+) -> Result<ProfileView, ApiError> {
+    let user_id = caller.resolve_user(segment, "users:admin")?;
+    let metadata = client.metadata(caller.actor(), None);
+    state
+        .users
+        .execute(&user_id.to_string(), command, &metadata)
+        .await
+        .map_err(|error| ApiError::from_command(error, user_rejection))?;
+    load_profile(state, user_id).await
+}
+
+/// Suspends an account: every session ends, and every credential of the user answers
+/// USER_002 until it is unsuspended. API key with `users:admin`.
+#[utoipa::path(
+    post, path = "/users/{userId}/suspend", tag = "users",
+    params(("userId" = Uuid, Path, description = "The user to suspend")),
+    request_body = SuspendRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The suspended profile", body = SuccessBody<ProfileView>),
+        (status = 401, description = "AUTH_001 missing or invalid credential", body = ErrorBody),
+        (status = 403, description = "AUTH_002 a session, or a key without users:admin", body = ErrorBody),
+        (status = 404, description = "USER_001 no such user", body = ErrorBody),
+    )
+)]
+pub async fn suspend_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    client: ClientContext,
+    UserPath(segment): UserPath,
+    ApiJson(request): ApiJson<SuspendRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require_scope("users:admin")?;
+    let reason = request.reason.map(|reason| reason.trim().to_owned());
+    if reason
+        .as_ref()
+        .is_some_and(|reason| reason.chars().count() > SUSPENSION_REASON_MAX_CHARS)
+    {
+        return Err(ApiError::invalid_fields(&[FieldError::new(
+            "reason",
+            format!("must be at most {SUSPENSION_REASON_MAX_CHARS} characters"),
+        )]));
+    }
+
+    let profile = set_suspension(&state, &caller, &client, &segment, || {
+        UserCommand::Suspend {
+            reason: reason.clone(),
+        }
+    })
+    .await?;
+    tracing::info!(user_id = %profile.user_id, actor = %caller.actor(), "user suspended");
+    Ok(profile_response(Success::ok("User suspended", profile)))
+}
+
+/// Lifts a suspension; sessions it ended stay ended. API key with `users:admin`.
+#[utoipa::path(
+    post, path = "/users/{userId}/unsuspend", tag = "users",
+    params(("userId" = Uuid, Path, description = "The user to unsuspend")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The active profile", body = SuccessBody<ProfileView>),
+        (status = 401, description = "AUTH_001 missing or invalid credential", body = ErrorBody),
+        (status = 403, description = "AUTH_002 a session, or a key without users:admin", body = ErrorBody),
+        (status = 404, description = "USER_001 no such user", body = ErrorBody),
+    )
+)]
+pub async fn unsuspend_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    client: ClientContext,
+    UserPath(segment): UserPath,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require_scope("users:admin")?;
+    let profile = set_suspension(&state, &caller, &client, &segment, || {
+        UserCommand::Unsuspend
+    })
+    .await?;
+    tracing::info!(user_id = %profile.user_id, actor = %caller.actor(), "user unsuspended");
+    Ok(profile_response(Success::ok("User unsuspended", profile)))
 }

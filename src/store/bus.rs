@@ -81,7 +81,8 @@ pub struct CommandBus<A: Aggregate> {
     store: PersistedEventStore<SealingRepository, A>,
     services: A::Services,
     pool: PgPool,
-    projector: ProjectorHandle,
+    /// `None` for one-shot command-line use, where no projector runs in the process.
+    projector: Option<ProjectorHandle>,
     projection_wait: Duration,
 }
 
@@ -90,7 +91,7 @@ impl<A: Aggregate> CommandBus<A> {
         repository: SealingRepository,
         services: A::Services,
         pool: PgPool,
-        projector: ProjectorHandle,
+        projector: Option<ProjectorHandle>,
         projection_wait: Duration,
     ) -> Self {
         Self {
@@ -174,6 +175,9 @@ impl<A: Aggregate> CommandBus<A> {
     /// Holds the response until every projection has applied the event at `version`, so that
     /// the caller's next read sees it. Gives up after the configured wait and logs it.
     async fn wait_for_projections(&self, aggregate_id: &str, version: u64) {
+        let Some(projector) = &self.projector else {
+            return;
+        };
         let position = sqlx::query_as::<_, (i64, i64)>(
             "SELECT transaction_id::text::bigint, global_position FROM events
               WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
@@ -194,7 +198,7 @@ impl<A: Aggregate> CommandBus<A> {
                 return;
             }
         };
-        if !self.projector.wait_for(target, self.projection_wait).await {
+        if !projector.wait_for(target, self.projection_wait).await {
             tracing::warn!(
                 aggregate_id,
                 wait_ms = self.projection_wait.as_millis() as u64,

@@ -36,7 +36,10 @@ pub struct StartSession {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RevocationReason {
+    /// The session's own token logged out.
     Logout,
+    /// The user or an operator ended it from the session list.
+    Revoked,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

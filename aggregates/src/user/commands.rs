@@ -11,6 +11,11 @@ use crate::values::{Email, Locale, Metadata, Name, Phone, PictureUrl, TimeZone};
 pub enum UserCommand {
     Register(RegisterUser),
     UpdateProfile(UpdateProfile),
+    /// Shuts the account out of every credential until it is unsuspended.
+    Suspend {
+        reason: Option<String>,
+    },
+    Unsuspend,
 }
 
 /// Opens an account for a new, canonical email address.

@@ -13,6 +13,8 @@ use crate::personal::Personal;
 pub enum UserEvent {
     UserRegistered(UserRegistered),
     ProfileUpdated(ProfileUpdated),
+    UserSuspended(UserSuspended),
+    UserUnsuspended(UserUnsuspended),
 }
 
 impl DomainEvent for UserEvent {
@@ -20,6 +22,8 @@ impl DomainEvent for UserEvent {
         match self {
             Self::UserRegistered(_) => "UserRegistered",
             Self::ProfileUpdated(_) => "ProfileUpdated",
+            Self::UserSuspended(_) => "UserSuspended",
+            Self::UserUnsuspended(_) => "UserUnsuspended",
         }
         .to_owned()
     }
@@ -45,6 +49,20 @@ pub struct UserRegistered {
 pub struct ProfileUpdated {
     pub changes: ProfileChanges,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The account was suspended; every session it had ends with this event. The operator's
+/// reason may name people, so it is sealed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserSuspended {
+    pub reason: Personal<Option<String>>,
+    pub suspended_at: DateTime<Utc>,
+}
+
+/// The suspension was lifted; sessions ended by it stay ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserUnsuspended {
+    pub unsuspended_at: DateTime<Utc>,
 }
 
 /// A set of profile field values; an absent field is unchanged, a `null` inside clears it.

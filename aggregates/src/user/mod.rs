@@ -6,7 +6,9 @@ mod events;
 mod tests;
 
 pub use commands::{ProfileDraft, ProfilePatch, RegisterUser, UpdateProfile, UserCommand};
-pub use events::{ProfileChanges, ProfileUpdated, UserEvent, UserRegistered};
+pub use events::{
+    ProfileChanges, ProfileUpdated, UserEvent, UserRegistered, UserSuspended, UserUnsuspended,
+};
 
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
@@ -182,6 +184,48 @@ impl User {
     }
 }
 
+impl User {
+    /// Suspends an active account; suspending a suspended one records nothing.
+    async fn suspend(
+        &mut self,
+        reason: Option<String>,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        if !self.is_registered() {
+            return Err(UserError::NotFound);
+        }
+        if self.status == UserStatus::Suspended {
+            return Ok(());
+        }
+        let event = UserSuspended {
+            reason: Personal::Known(reason),
+            suspended_at: services.clock.now(),
+        };
+        sink.write(UserEvent::UserSuspended(event), self).await;
+        Ok(())
+    }
+
+    /// Lifts a suspension; unsuspending an active account records nothing.
+    async fn unsuspend(
+        &mut self,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        if !self.is_registered() {
+            return Err(UserError::NotFound);
+        }
+        if self.status == UserStatus::Active {
+            return Ok(());
+        }
+        let event = UserUnsuspended {
+            unsuspended_at: services.clock.now(),
+        };
+        sink.write(UserEvent::UserUnsuspended(event), self).await;
+        Ok(())
+    }
+}
+
 impl Aggregate for User {
     const TYPE: &'static str = "user";
     type Command = UserCommand;
@@ -200,6 +244,8 @@ impl Aggregate for User {
             UserCommand::UpdateProfile(command) => {
                 self.update_profile(command, services, sink).await
             }
+            UserCommand::Suspend { reason } => self.suspend(reason, services, sink).await,
+            UserCommand::Unsuspend => self.unsuspend(services, sink).await,
         }
     }
 
@@ -217,6 +263,14 @@ impl Aggregate for User {
             UserEvent::ProfileUpdated(event) => {
                 event.changes.apply_to(&mut self.profile);
                 self.updated_at = Some(event.updated_at);
+            }
+            UserEvent::UserSuspended(event) => {
+                self.status = UserStatus::Suspended;
+                self.updated_at = Some(event.suspended_at);
+            }
+            UserEvent::UserUnsuspended(event) => {
+                self.status = UserStatus::Active;
+                self.updated_at = Some(event.unsuspended_at);
             }
         }
     }

@@ -289,3 +289,61 @@ fn erased_fields_fold_to_empty() {
     assert_eq!(user.email(), None);
     assert_eq!(user.profile().display_name, None);
 }
+
+fn suspended() -> UserEvent {
+    UserEvent::UserSuspended(UserSuspended {
+        reason: Personal::Known(Some("chargeback".to_owned())),
+        suspended_at: now(),
+    })
+}
+
+#[tokio::test]
+async fn suspend_records_reason() {
+    let user_id = Uuid::now_v7();
+
+    framework()
+        .given(vec![registered(user_id)])
+        .when_async(UserCommand::Suspend {
+            reason: Some("chargeback".to_owned()),
+        })
+        .await
+        .then_expect_events(vec![suspended()]);
+}
+
+#[tokio::test]
+async fn suspend_of_suspended_user_records_nothing() {
+    let user_id = Uuid::now_v7();
+
+    framework()
+        .given(vec![registered(user_id), suspended()])
+        .when_async(UserCommand::Suspend { reason: None })
+        .await
+        .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn unsuspend_restores_active_status() {
+    let user_id = Uuid::now_v7();
+    let mut user = User::default();
+    for event in [registered(user_id), suspended()] {
+        user.apply(event);
+    }
+    assert_eq!(user.status(), UserStatus::Suspended);
+
+    framework()
+        .given(vec![registered(user_id), suspended()])
+        .when_async(UserCommand::Unsuspend)
+        .await
+        .then_expect_events(vec![UserEvent::UserUnsuspended(UserUnsuspended {
+            unsuspended_at: now(),
+        })]);
+}
+
+#[tokio::test]
+async fn suspend_unregistered_is_not_found() {
+    framework()
+        .given_no_previous_events()
+        .when_async(UserCommand::Suspend { reason: None })
+        .await
+        .then_expect_error(UserError::NotFound);
+}

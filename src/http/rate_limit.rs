@@ -1,0 +1,385 @@
+//! Rate limiting in three classes, with `X-RateLimit-*` headers on every response.
+//!
+//! - standard: per user (Bearer), per API key, or per client IP when anonymous;
+//! - sensitive (login, password and code checks): per user, or per canonical account
+//!   identifier from the body when anonymous, so that variant spellings share one bucket;
+//! - bulk (listings and bulk imports and exports): per API key.
+//!
+//! governor counts with GCRA. Keys whose bucket has refilled are pruned every minute and
+//! whenever a limiter holds too many keys, so memory stays bounded under many distinct keys.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use aggregates::values::Email;
+use axum::body::{Body, to_bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+use ipnet::IpNet;
+use serde_json::Value;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{BODY_LIMIT_BYTES, CheckedCredential, ClientIp, check_credential};
+use crate::crypto::hash_token;
+
+type KeyedLimiter =
+    RateLimiter<String, DashMapStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+/// Keys held by one limiter before it prunes outside its regular schedule.
+const MAX_KEYS: usize = 100_000;
+
+/// Interval of the regular pruning of refilled buckets.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    Standard,
+    Sensitive,
+    Bulk,
+}
+
+/// One limiter per class, and the proxies whose forwarding header is believed.
+pub struct RateLimits {
+    standard: Limit,
+    sensitive: Limit,
+    bulk: Limit,
+    trusted_proxies: Vec<IpNet>,
+}
+
+struct Limit {
+    per_minute: u32,
+    limiter: KeyedLimiter,
+}
+
+impl Limit {
+    fn new(per_minute: u32) -> Self {
+        let per_minute = per_minute.max(1);
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
+        Self {
+            per_minute,
+            limiter: RateLimiter::dashmap(quota).with_middleware::<StateInformationMiddleware>(),
+        }
+    }
+}
+
+/// The outcome of one check, as it is reported in headers.
+#[derive(Clone, Copy, Debug)]
+pub struct Decision {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the bucket is full again.
+    pub reset_after_secs: u64,
+    /// Seconds to wait before the next request is allowed, when this one was refused.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl RateLimits {
+    pub fn new(standard: u32, sensitive: u32, bulk: u32, trusted_proxies: Vec<IpNet>) -> Self {
+        Self {
+            standard: Limit::new(standard),
+            sensitive: Limit::new(sensitive),
+            bulk: Limit::new(bulk),
+            trusted_proxies,
+        }
+    }
+
+    fn limit(&self, class: Class) -> &Limit {
+        match class {
+            Class::Standard => &self.standard,
+            Class::Sensitive => &self.sensitive,
+            Class::Bulk => &self.bulk,
+        }
+    }
+
+    /// Counts one request against `key` in `class`.
+    pub fn check(&self, class: Class, key: &str) -> Decision {
+        let limit = self.limit(class);
+        if limit.limiter.len() >= MAX_KEYS {
+            limit.limiter.retain_recent();
+        }
+        let seconds_per_cell = 60.0 / f64::from(limit.per_minute);
+
+        match limit.limiter.check_key(&key.to_owned()) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                let used = limit.per_minute.saturating_sub(remaining);
+                Decision {
+                    limit: limit.per_minute,
+                    remaining,
+                    reset_after_secs: (f64::from(used) * seconds_per_cell).ceil() as u64,
+                    retry_after_secs: None,
+                }
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let wait_secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                Decision {
+                    limit: limit.per_minute,
+                    remaining: 0,
+                    reset_after_secs: 60,
+                    retry_after_secs: Some(wait_secs),
+                }
+            }
+        }
+    }
+
+    /// Drops the buckets that have refilled; a dropped key starts again from a full bucket.
+    pub fn prune(&self) {
+        for limit in [&self.standard, &self.sensitive, &self.bulk] {
+            limit.limiter.retain_recent();
+            limit.limiter.shrink_to_fit();
+        }
+    }
+
+    /// Number of keys held across all classes.
+    pub fn key_count(&self) -> usize {
+        [&self.standard, &self.sensitive, &self.bulk]
+            .iter()
+            .map(|limit| limit.limiter.len())
+            .sum()
+    }
+
+    /// The client address: the socket peer, or, when the peer is a trusted proxy, the
+    /// nearest address in `X-Forwarded-For` that is not itself a trusted proxy.
+    pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let peer = peer?;
+        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|net| net.contains(ip));
+        if !trusted(&peer) {
+            return Some(peer);
+        }
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|part| part.trim().parse().ok())
+            .collect();
+        forwarded
+            .iter()
+            .rev()
+            .find(|ip| !trusted(ip))
+            .or(forwarded.first())
+            .copied()
+            .or(Some(peer))
+    }
+}
+
+/// The class of an endpoint, from its method and path.
+pub fn classify(method: &Method, path: &str) -> Class {
+    let Some(rest) = path.strip_prefix("/api/v1") else {
+        return Class::Standard;
+    };
+    let segments: Vec<&str> = rest.split('/').filter(|part| !part.is_empty()).collect();
+
+    match (method, segments.as_slice()) {
+        (&Method::POST, ["auth", "login"] | ["auth", "login", "mfa"]) => Class::Sensitive,
+        (
+            &Method::POST,
+            ["users", "password", "reset"] | ["users", "password", "reset", "confirm"],
+        ) => Class::Sensitive,
+        (&Method::POST, ["users", "email", "verify-link"]) => Class::Sensitive,
+        (&Method::POST, ["users", "bulk"]) => Class::Bulk,
+        (
+            &Method::POST,
+            ["users", _, "password", "change"]
+            | [
+                "users",
+                _,
+                "email",
+                "change" | "verify" | "resend-verification",
+            ]
+            | ["users", _, "withdraw"]
+            | ["users", _, "mfa", "totp", "setup" | "verify" | "disable"]
+            | ["users", _, "mfa", "recovery-codes"],
+        ) => Class::Sensitive,
+        (&Method::GET, ["users"] | ["users", "bulk", "export"]) => Class::Bulk,
+        _ => Class::Standard,
+    }
+}
+
+/// Identifies an anonymous caller of a sensitive endpoint by the account the body names: a
+/// canonical email, or the hash of a single-use token.
+fn account_identifier(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    if let Some(email) = value.get("email").and_then(Value::as_str) {
+        return Email::parse(email)
+            .ok()
+            .map(|email| format!("account:{}", email.as_str()));
+    }
+    ["mfa_token", "token"].iter().find_map(|field| {
+        value
+            .get(*field)
+            .and_then(Value::as_str)
+            .map(|token| format!("token:{}", hash_token(token)))
+    })
+}
+
+fn insert_headers(headers: &mut HeaderMap, decision: &Decision, now_unix: u64) {
+    headers.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert(
+        "x-ratelimit-remaining",
+        HeaderValue::from(decision.remaining),
+    );
+    headers.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from(now_unix + decision.reset_after_secs),
+    );
+    if let Some(retry_after) = decision.retry_after_secs {
+        headers.insert("retry-after", HeaderValue::from(retry_after));
+    }
+}
+
+/// Checks the credential once, picks the class and key, counts the request, and adds the
+/// headers to whatever the handler answers.
+pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let class = classify(&parts.method, parts.uri.path());
+
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let client_ip = state.limits.client_ip(peer, &parts.headers);
+    parts.extensions.insert(ClientIp(client_ip));
+    let ip_key = client_ip.map_or_else(|| "ip:unknown".to_owned(), |ip| format!("ip:{ip}"));
+
+    // A database failure here is left for the handler to report; the request is keyed by IP.
+    let caller = match check_credential(&state, &parts).await {
+        Ok(Some(checked)) => {
+            let caller = checked.as_ref().ok().cloned();
+            parts.extensions.insert(CheckedCredential(checked));
+            caller
+        }
+        Ok(None) | Err(_) => None,
+    };
+
+    let mut body = body;
+    let key = match (&caller, class) {
+        (Some(caller), _) => caller.rate_key(),
+        (None, Class::Sensitive) => {
+            let bytes = match to_bytes(body, BODY_LIMIT_BYTES).await {
+                Ok(bytes) => bytes,
+                Err(_) => {
+                    let error = ApiError::PayloadTooLarge {
+                        limit_bytes: BODY_LIMIT_BYTES,
+                    };
+                    return with_headers(&state, class, &ip_key, error.into_response());
+                }
+            };
+            let key = account_identifier(&bytes).unwrap_or_else(|| ip_key.clone());
+            body = Body::from(bytes);
+            key
+        }
+        (None, _) => ip_key.clone(),
+    };
+
+    let decision = state.limits.check(class, &key);
+    let now_unix = unix_now();
+    if decision.retry_after_secs.is_some() {
+        tracing::debug!(?class, "rate limit exceeded");
+        let mut response = ApiError::RateLimited.into_response();
+        insert_headers(response.headers_mut(), &decision, now_unix);
+        return response;
+    }
+
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    insert_headers(response.headers_mut(), &decision, now_unix);
+    response
+}
+
+/// Counts and answers a request that failed before its key could be read.
+fn with_headers(state: &AppState, class: Class, key: &str, mut response: Response) -> Response {
+    let decision = state.limits.check(class, key);
+    insert_headers(response.headers_mut(), &decision, unix_now());
+    response
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensitive_endpoints_are_classified() {
+        for (method, path) in [
+            (Method::POST, "/api/v1/auth/login"),
+            (Method::POST, "/api/v1/auth/login/mfa"),
+            (Method::POST, "/api/v1/users/me/password/change"),
+            (Method::POST, "/api/v1/users/password/reset"),
+            (Method::POST, "/api/v1/users/0190/mfa/totp/verify"),
+        ] {
+            assert_eq!(classify(&method, path), Class::Sensitive, "{method} {path}");
+        }
+        assert_eq!(classify(&Method::GET, "/api/v1/users/me"), Class::Standard);
+        assert_eq!(classify(&Method::POST, "/api/v1/users"), Class::Standard);
+        assert_eq!(classify(&Method::GET, "/api/v1/users"), Class::Bulk);
+        assert_eq!(classify(&Method::POST, "/api/v1/users/bulk"), Class::Bulk);
+    }
+
+    #[test]
+    fn eleventh_request_is_refused() {
+        let limits = RateLimits::new(100, 10, 10, Vec::new());
+
+        let decisions: Vec<Decision> = (0..11)
+            .map(|_| limits.check(Class::Sensitive, "account:ada@example.com"))
+            .collect();
+
+        assert_eq!(decisions[0].remaining, 9);
+        assert_eq!(decisions[9].remaining, 0);
+        assert!(decisions[9].retry_after_secs.is_none());
+        assert!(decisions[10].retry_after_secs.is_some());
+    }
+
+    #[test]
+    fn email_variants_share_one_key() {
+        let first = account_identifier(br#"{"email": "Ada@Example.com"}"#);
+        let second = account_identifier(br#"{"email": " ada@example.COM "}"#);
+
+        assert_eq!(first.as_deref(), Some("account:ada@example.com"));
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn refilled_buckets_are_pruned() {
+        let limits = RateLimits::new(60_000, 10, 10, Vec::new());
+        for i in 0..5_000 {
+            limits.check(Class::Standard, &format!("ip:client-{i}"));
+        }
+        assert_eq!(limits.key_count(), 5_000);
+
+        std::thread::sleep(Duration::from_millis(20));
+        limits.prune();
+
+        assert_eq!(limits.key_count(), 0);
+    }
+
+    #[test]
+    fn forwarded_address_is_used_only_behind_trusted_proxy() {
+        let proxy: IpNet = "10.0.0.0/8".parse().expect("cidr");
+        let limits = RateLimits::new(100, 10, 10, vec![proxy]);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.7, 10.0.0.2"),
+        );
+
+        let via_proxy = limits.client_ip(Some("10.0.0.1".parse().expect("ip")), &headers);
+        let direct = limits.client_ip(Some("198.51.100.4".parse().expect("ip")), &headers);
+
+        assert_eq!(via_proxy, Some("203.0.113.7".parse().expect("ip")));
+        assert_eq!(direct, Some("198.51.100.4".parse().expect("ip")));
+    }
+}
