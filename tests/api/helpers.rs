@@ -2,14 +2,18 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use account_ledger::app::Application;
 use account_ledger::config::{Config, LogFormat};
 use account_ledger::store::{KeyRing, SealingRepository};
 use aggregates::sealing::DataKey;
+use aggregates::services::Clock;
 use aggregates::user::User;
 use axum::Router;
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
@@ -26,6 +30,30 @@ pub const PASSWORD: &str = "correct horse battery staple";
 fn server_url() -> String {
     std::env::var("LEDGER_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A clock that tests move forward by hand; it starts at the real time.
+pub struct TestClock {
+    offset_secs: AtomicI64,
+}
+
+impl TestClock {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            offset_secs: AtomicI64::new(0),
+        })
+    }
+
+    /// Moves the clock forward by `seconds`.
+    pub fn advance(&self, seconds: i64) {
+        self.offset_secs.fetch_add(seconds, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::seconds(self.offset_secs.load(Ordering::SeqCst))
+    }
 }
 
 /// A database made for one test and the settings to start services on it.
@@ -101,11 +129,31 @@ impl TestApp {
         Self::spawn_on(Arc::new(TestDatabase::new())).await
     }
 
+    /// Starts a service on a new database with a changed configuration.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let mut database = TestDatabase::new();
+        configure(&mut database.config);
+        Self::spawn_on(Arc::new(database)).await
+    }
+
+    /// Starts a service on a new database whose clock the test controls.
+    pub async fn spawn_with_clock(clock: Arc<TestClock>) -> Self {
+        let database = Arc::new(TestDatabase::new());
+        let application = Application::build_with_clock(&database.config, clock)
+            .await
+            .expect("application starts");
+        Self::serve(application, database)
+    }
+
     /// Starts a service on an existing test database.
     pub async fn spawn_on(database: Arc<TestDatabase>) -> Self {
         let application = Application::build(&database.config)
             .await
             .expect("application starts");
+        Self::serve(application, database)
+    }
+
+    fn serve(application: Application, database: Arc<TestDatabase>) -> Self {
         let address = format!("http://{}", application.local_addr().expect("bound"));
         let pool = application.pool();
         let router = application.router();
@@ -224,6 +272,67 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+
+    /// Issues an API key with `scopes` through the `account-ledger api-keys create` command and
+    /// waits until the running service's projector has made it usable. Returns the id and key.
+    pub async fn api_key(&self, scopes: &str) -> (Uuid, String) {
+        let config = &self.database.config;
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_account-ledger"))
+            .args([
+                "api-keys",
+                "create",
+                "--name",
+                "test operator",
+                "--scopes",
+                scopes,
+            ])
+            .env_clear()
+            .env("DATABASE_URL", &config.database_url)
+            .env("LEDGER_DATA_DIR", &config.data_dir)
+            .env(
+                "LEDGER_MASTER_KEY",
+                config.master_key.as_deref().expect("test master key"),
+            )
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("run account-ledger api-keys create");
+        assert!(
+            output.status.success(),
+            "api-keys create failed: {output:?}"
+        );
+
+        let stdout = String::from_utf8(output.stdout).expect("utf-8 output");
+        let field = |name: &str| {
+            stdout
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(|value| value.trim().to_owned())
+                .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+        };
+        let api_key_id: Uuid = field("api_key_id:").parse().expect("api_key_id is a UUID");
+        let key = field("key:");
+
+        self.wait_for_api_key(api_key_id).await;
+        (api_key_id, key)
+    }
+
+    /// Waits up to five seconds for the projector to add the key to the read model.
+    async fn wait_for_api_key(&self, api_key_id: Uuid) {
+        for _ in 0..100 {
+            let found: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE api_key_id = $1)")
+                    .bind(api_key_id)
+                    .fetch_one(&self.pool)
+                    .await
+                    .expect("query api_keys");
+            if found {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("API key {api_key_id} never reached the read model");
     }
 
     /// Number of rows in the events table.

@@ -3,10 +3,14 @@
 
 mod helpers;
 
+mod api_keys;
 mod concurrency;
 mod errors;
 mod login;
 mod profile;
 mod projector;
+mod rate_limits;
 mod registration;
+mod sessions;
 mod storage;
+mod suspension;
