@@ -46,9 +46,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .collect();
             if selected.is_empty() {
+                let names: Vec<&str> = app::projections()
+                    .iter()
+                    .map(|candidate| candidate.name())
+                    .collect();
                 anyhow::bail!(
-                    "unknown projection {:?}; expected profiles or sessions",
-                    projection.unwrap_or_default()
+                    "unknown projection {:?}; expected one of {}",
+                    projection.unwrap_or_default(),
+                    names.join(", ")
                 );
             }
             for projection in selected {

@@ -203,7 +203,7 @@ impl Caller {
         }
     }
 
-    /// The session's own user and id, when the caller is a session.
+    /// Returns the session's user and id, or `None` for an API key.
     pub fn session(&self) -> Option<(Uuid, Uuid)> {
         match self {
             Self::Session {
@@ -214,7 +214,7 @@ impl Caller {
         }
     }
 
-    /// Passes only an API key that holds `scope`; a session is AUTH_002.
+    /// Accepts only an API key that has `scope`; a session is AUTH_002.
     pub fn require_scope(&self, scope: &str) -> Result<(), ApiError> {
         match self {
             Self::ApiKey { scopes, .. } if grants(scopes, scope) => Ok(()),
@@ -223,7 +223,7 @@ impl Caller {
     }
 
     /// Resolves a `{userId}` path segment. A session may name itself, by id or as `me`; an API
-    /// key may name any user if it holds `scope`. Anything else is AUTH_002.
+    /// key may name any user if it has `scope`. Anything else is AUTH_002.
     pub fn resolve_user(&self, segment: &str, scope: &str) -> Result<Uuid, ApiError> {
         match self {
             Self::Session { user_id, .. } => {
@@ -245,7 +245,7 @@ impl Caller {
     }
 }
 
-/// A credential that was checked and refused, kept so the handler answers the same way.
+/// A credential that was checked and refused, kept so that the handler returns the same error.
 #[derive(Clone, Copy, Debug)]
 pub enum RefusedCredential {
     Invalid,
@@ -292,7 +292,7 @@ fn bearer(parts: &Parts) -> Option<Option<&str>> {
 }
 
 /// Checks the request's Bearer token or API key. Returns `None` when neither header is sent,
-/// and fails only when the database cannot answer.
+/// and fails only when the database is unavailable.
 pub async fn check_credential(
     state: &AppState,
     parts: &Parts,

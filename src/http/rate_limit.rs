@@ -46,7 +46,7 @@ pub enum Class {
     Bulk,
 }
 
-/// One limiter per class, and the proxies whose forwarding header is believed.
+/// One limiter per class, and the proxies whose forwarding header is trusted.
 pub struct RateLimits {
     standard: Limit,
     sensitive: Limit,
@@ -147,7 +147,7 @@ impl RateLimits {
             .sum()
     }
 
-    /// The client address: the socket peer, or, when the peer is a trusted proxy, the
+    /// Resolves the client address: the socket peer, or, when the peer is a trusted proxy, the
     /// nearest address in `X-Forwarded-For` that is not itself a trusted proxy.
     pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
         let peer = peer?;
@@ -238,7 +238,7 @@ fn insert_headers(headers: &mut HeaderMap, decision: &Decision, now_unix: u64) {
 }
 
 /// Checks the credential once, picks the class and key, counts the request, and adds the
-/// headers to whatever the handler answers.
+/// headers to the handler's response.
 pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     let class = classify(&parts.method, parts.uri.path());
@@ -295,7 +295,7 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     response
 }
 
-/// Counts and answers a request that failed before its key could be read.
+/// Counts a request that failed before its key could be read and adds the headers.
 fn with_headers(state: &AppState, class: Class, key: &str, mut response: Response) -> Response {
     let decision = state.limits.check(class, key);
     insert_headers(response.headers_mut(), &decision, unix_now());
