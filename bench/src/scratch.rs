@@ -28,7 +28,14 @@ impl PostgresServer {
         let loopback = match url.host() {
             Some(Host::Ipv4(address)) => IpAddr::V4(address).is_loopback(),
             Some(Host::Ipv6(address)) => IpAddr::V6(address).is_loopback(),
-            Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            // `postgres://` is not a special scheme to the url crate, so an IPv4 host arrives
+            // as a domain name.
+            Some(Host::Domain(name)) => {
+                name.eq_ignore_ascii_case("localhost")
+                    || name
+                        .parse::<IpAddr>()
+                        .is_ok_and(|address| address.is_loopback())
+            }
             None => false,
         };
         anyhow::ensure!(
@@ -157,4 +164,31 @@ async fn connect_maintenance(server: &PostgresServer) -> anyhow::Result<PgConnec
                 server.redacted_url("postgres")
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_servers_are_accepted() {
+        for url in [
+            "postgres://postgres@127.0.0.1:5432",
+            "postgresql://postgres@localhost",
+            "postgres://postgres@[::1]:5432/",
+        ] {
+            assert!(PostgresServer::parse(url).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn other_hosts_are_rejected() {
+        for url in [
+            "postgres://postgres@192.0.2.10:5432",
+            "postgres://postgres@db.example.com",
+            "postgres://postgres@127.0.0.1:5432/ledger",
+        ] {
+            assert!(PostgresServer::parse(url).is_err(), "{url}");
+        }
+    }
 }

@@ -195,6 +195,13 @@ impl Worker {
         let name = self.projection.name();
         let mut transaction = self.pool.begin().await?;
 
+        // The events are already durable, and the batch's read-model rows and checkpoint commit
+        // or vanish together, so a batch lost in a crash is applied again on restart. The
+        // commit therefore does not wait for its WAL flush.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *transaction)
+            .await?;
+
         // Another instance running the same projection waits here until this batch commits.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(name)
