@@ -24,6 +24,9 @@ use crate::http::rate_limit::{PRUNE_INTERVAL, RateLimits};
 use crate::http::{AppState, Settings, router};
 use crate::store::{CommandBus, KeyRing, SealingRepository};
 
+/// Maximum time the start waits for the projections to apply the events already stored.
+const STARTUP_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Every projection the service runs.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
     vec![
@@ -74,6 +77,18 @@ impl Application {
         .spawn(projector_shutdown.clone())
         .await
         .context("failed to start the projector")?;
+
+        // Reads are served from the projections, so they catch up before the first request.
+        let caught_up = projector
+            .catch_up(&pool, STARTUP_CATCH_UP_TIMEOUT)
+            .await
+            .context("failed to read the head of the event stream")?;
+        if !caught_up {
+            tracing::warn!(
+                timeout_secs = STARTUP_CATCH_UP_TIMEOUT.as_secs(),
+                "projections are still catching up; reads may lag until they finish"
+            );
+        }
 
         let wait = Duration::from_millis(config.projection_wait_ms);
         let repository =

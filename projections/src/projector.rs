@@ -122,6 +122,25 @@ impl ProjectorHandle {
         true
     }
 
+    /// Waits until every projection has applied the newest event committed before the call, or
+    /// until `timeout`. Returns whether all of them got there.
+    pub async fn catch_up(&self, pool: &PgPool, timeout: Duration) -> Result<bool, sqlx::Error> {
+        let head = sqlx::query_as::<_, (i64, i64)>(
+            "SELECT transaction_id::text::bigint, global_position FROM events
+              ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await?;
+        let Some((transaction_id, global_position)) = head else {
+            return Ok(true);
+        };
+        let target = StreamPosition {
+            transaction_id,
+            global_position,
+        };
+        Ok(self.wait_for(target, timeout).await)
+    }
+
     /// The position each projection has reached.
     pub fn positions(&self) -> HashMap<&'static str, StreamPosition> {
         self.positions
