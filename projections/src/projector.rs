@@ -45,9 +45,13 @@ pub struct ProjectorHandle {
     tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
 
+/// What a batch found, which decides how soon the next one runs.
 enum Progress {
-    Applied,
+    /// The batch was full, so more events are probably waiting: read again at once.
+    FullBatch,
+    /// Newer events exist but their transactions were still open: read again shortly.
     HeldBack,
+    /// Everything committed is applied: wait for a notification or the poll interval.
     CaughtUp,
 }
 
@@ -193,7 +197,7 @@ impl Worker {
         tracing::info!("projector started");
         while !shutdown.is_cancelled() {
             let pause = match self.run_batch().await {
-                Ok(Progress::Applied) => continue,
+                Ok(Progress::FullBatch) => continue,
                 Ok(Progress::HeldBack) => HELD_BACK_RETRY,
                 Ok(Progress::CaughtUp) => self.poll_interval,
                 Err(error) => {
@@ -214,27 +218,29 @@ impl Worker {
         let name = self.projection.name();
         let mut transaction = self.pool.begin().await?;
 
-        // The events are already durable, and the batch's read-model rows and checkpoint commit
-        // or vanish together, so a batch lost in a crash is applied again on restart. The
-        // commit therefore does not wait for its WAL flush.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *transaction)
-            .await?;
-
         // Another instance running the same projection waits here until this batch commits.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(name)
-            .execute(&mut *transaction)
-            .await?;
+        // The events are already durable, and the batch's read-model rows and checkpoint commit
+        // or vanish together, so a batch lost in a crash is applied again on restart: the
+        // commit does not wait for its WAL flush.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)),
+                    set_config('synchronous_commit', 'off', true)",
+        )
+        .bind(name)
+        .execute(&mut *transaction)
+        .await?;
         let checkpoint = read_checkpoint(&mut *transaction, name).await?;
 
+        // Rows at or above the snapshot's xmin may follow a transaction that is still open and
+        // will commit a lower position, so they are held back. Visibility falls with the
+        // transaction id, so the visible rows are a prefix of this ordering.
         let rows = sqlx::query(
             "SELECT transaction_id::text::bigint AS transaction_id, global_position,
                     aggregate_type, aggregate_id, sequence, event_type, event_version,
-                    payload, metadata, recorded_at
+                    payload, metadata, recorded_at,
+                    transaction_id < pg_snapshot_xmin(pg_current_snapshot()) AS finished
                FROM events
               WHERE (transaction_id, global_position) > ($1::bigint::text::xid8, $2)
-                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
               ORDER BY transaction_id, global_position
               LIMIT $3",
         )
@@ -243,56 +249,52 @@ impl Worker {
         .bind(BATCH_SIZE)
         .fetch_all(&mut *transaction)
         .await?;
-
-        if rows.is_empty() {
-            let pending: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM events
-                                 WHERE (transaction_id, global_position)
-                                       > ($1::bigint::text::xid8, $2))",
-            )
-            .bind(checkpoint.transaction_id)
-            .bind(checkpoint.global_position)
-            .fetch_one(&mut *transaction)
-            .await?;
-            transaction.commit().await?;
-            self.sender
-                .send_if_modified(|position| advance(position, checkpoint));
-            return Ok(if pending {
-                Progress::HeldBack
-            } else {
-                Progress::CaughtUp
-            });
-        }
+        let full_batch = rows.len() as i64 == BATCH_SIZE;
 
         let mut last = checkpoint;
+        let mut held_back = false;
         for row in rows {
+            if !row.try_get::<bool, _>("finished")? {
+                held_back = true;
+                break;
+            }
             let mut event = stored_event(&row)?;
             self.opener.open(&mut event).await?;
             self.projection.apply(&mut transaction, &event).await?;
             last = event.position;
         }
 
-        sqlx::query(
-            "UPDATE projection_checkpoints
-                SET transaction_id = $2::bigint::text::xid8, global_position = $3,
-                    updated_at = now()
-              WHERE projection = $1",
-        )
-        .bind(name)
-        .bind(last.transaction_id)
-        .bind(last.global_position)
-        .execute(&mut *transaction)
-        .await?;
+        if last != checkpoint {
+            sqlx::query(
+                "UPDATE projection_checkpoints
+                    SET transaction_id = $2::bigint::text::xid8, global_position = $3,
+                        updated_at = now()
+                  WHERE projection = $1",
+            )
+            .bind(name)
+            .bind(last.transaction_id)
+            .bind(last.global_position)
+            .execute(&mut *transaction)
+            .await?;
+        }
         transaction.commit().await?;
 
-        tracing::debug!(
-            transaction_id = last.transaction_id,
-            global_position = last.global_position,
-            "checkpoint moved"
-        );
+        if last != checkpoint {
+            tracing::debug!(
+                transaction_id = last.transaction_id,
+                global_position = last.global_position,
+                "checkpoint moved"
+            );
+        }
         self.sender
             .send_if_modified(|position| advance(position, last));
-        Ok(Progress::Applied)
+        Ok(if held_back {
+            Progress::HeldBack
+        } else if full_batch {
+            Progress::FullBatch
+        } else {
+            Progress::CaughtUp
+        })
     }
 }
 
