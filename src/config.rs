@@ -143,6 +143,10 @@ pub struct Config {
     /// Longest time one request may take before it is answered with 503, in seconds.
     #[arg(long, env = "LEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+
+    /// Issuer that authenticator apps show for a TOTP entry, also the prefix of its label.
+    #[arg(long, env = "LEDGER_TOTP_ISSUER", default_value = "account-ledger")]
+    pub totp_issuer: String,
 }
 
 /// Environment variables with the service's prefix that some setting reads.
@@ -163,6 +167,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LEDGER_PROJECTION_WAIT_MS",
     "LEDGER_PROJECTION_POLL_MS",
     "LEDGER_REQUEST_TIMEOUT_SECS",
+    "LEDGER_TOTP_ISSUER",
 ];
 
 impl Config {

@@ -60,6 +60,7 @@ impl TestDatabase {
             projection_wait_ms: 5_000,
             projection_poll_ms: 200,
             request_timeout_secs: 30,
+            totp_issuer: "account-ledger".to_owned(),
         };
         Self {
             name,
