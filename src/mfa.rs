@@ -219,8 +219,8 @@ mod tests {
 
     #[test]
     fn qr_code_is_png_data_uri() {
-        let uri = qr_code_data_uri("otpauth://totp/issuer:ada?secret=JBSWY3DPEHPK3PXP")
-            .expect("QR code");
+        let uri =
+            qr_code_data_uri("otpauth://totp/issuer:ada?secret=JBSWY3DPEHPK3PXP").expect("QR code");
 
         let encoded = uri
             .strip_prefix("data:image/png;base64,")

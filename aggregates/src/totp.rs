@@ -99,7 +99,9 @@ mod tests {
     const RFC_SECRET: &[u8] = b"12345678901234567890";
 
     fn at(unix_seconds: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(unix_seconds, 0).single().expect("valid time")
+        Utc.timestamp_opt(unix_seconds, 0)
+            .single()
+            .expect("valid time")
     }
 
     fn rfc_secret_base32() -> String {

@@ -169,7 +169,9 @@ impl Projection for MfaProjection {
                 )
                 .await
             }
-            UserEvent::MfaChallengeFailed(failed) if failed.failures >= MFA_CHALLENGE_MAX_FAILURES => {
+            UserEvent::MfaChallengeFailed(failed)
+                if failed.failures >= MFA_CHALLENGE_MAX_FAILURES =>
+            {
                 Self::delete_challenge(connection, &failed.challenge_hash).await
             }
             UserEvent::MfaChallengeCompleted(completed) => {

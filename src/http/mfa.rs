@@ -183,9 +183,7 @@ pub async fn start_totp_setup(
         .await?
         .email
         .unwrap_or_else(|| user_id.to_string());
-    let otpauth_uri = state
-        .mfa
-        .otpauth_uri(&account, secret.expose_secret());
+    let otpauth_uri = state.mfa.otpauth_uri(&account, secret.expose_secret());
     let qr_code = qr_code_data_uri(&otpauth_uri)?;
     tracing::info!(%user_id, "TOTP setup started");
 
@@ -448,9 +446,7 @@ pub async fn login_mfa(
     ApiJson(request): ApiJson<MfaLoginRequest>,
 ) -> Result<Success<LoginResponse>, ApiError> {
     let factor = second_factor(&state, request.code, request.recovery_code)?;
-    let token = request
-        .mfa_token
-        .unwrap_or_else(|| SecretString::from(""));
+    let token = request.mfa_token.unwrap_or_else(|| SecretString::from(""));
     let user_id = challenge_owner(&state, token.expose_secret()).await?;
     let challenge_hash = hash_token(token.expose_secret());
 

@@ -1,15 +1,17 @@
 //! Test harness: a service per test on port 0 with its own database, and typed request helpers.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use account_ledger::app::Application;
 use account_ledger::config::{Config, LogFormat};
 use account_ledger::store::{KeyRing, SealingRepository};
 use aggregates::sealing::DataKey;
+use aggregates::services::Clock;
 use aggregates::user::User;
 use axum::Router;
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
@@ -85,6 +87,29 @@ impl TestDatabase {
     }
 }
 
+/// A clock that tests set and move by hand; the service reads it for every expiry and code.
+pub struct TestClock(Mutex<DateTime<Utc>>);
+
+impl TestClock {
+    pub fn new(start: DateTime<Utc>) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(start)))
+    }
+
+    pub fn set(&self, time: DateTime<Utc>) {
+        *self.0.lock().expect("clock lock") = time;
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().expect("clock lock") += by;
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().expect("clock lock")
+    }
+}
+
 /// A running service and a client for it.
 pub struct TestApp {
     pub address: String,
@@ -104,7 +129,13 @@ impl TestApp {
 
     /// Starts a service on an existing test database.
     pub async fn spawn_on(database: Arc<TestDatabase>) -> Self {
-        let application = Application::build(&database.config)
+        Self::spawn_with_clock(database, Arc::new(aggregates::services::SystemClock)).await
+    }
+
+    /// Starts a service on an existing test database whose commands and expiry checks read
+    /// `clock`.
+    pub async fn spawn_with_clock(database: Arc<TestDatabase>, clock: Arc<dyn Clock>) -> Self {
+        let application = Application::build_with_clock(&database.config, clock)
             .await
             .expect("application starts");
         let address = format!("http://{}", application.local_addr().expect("bound"));

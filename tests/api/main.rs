@@ -6,6 +6,7 @@ mod helpers;
 mod concurrency;
 mod errors;
 mod login;
+mod mfa;
 mod profile;
 mod projector;
 mod registration;

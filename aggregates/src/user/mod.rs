@@ -11,9 +11,9 @@ pub use commands::{
     RegisterUser, SecondFactor, StartTotpSetup, UpdateProfile, UserCommand, VerifyTotpSetup,
 };
 pub use events::{
-    MfaChallengeCompleted, MfaChallengeFailed, MfaChallengeIssued, ProfileChanges,
-    ProfileUpdated, RecoveryCodeUsed, RecoveryCodesRegenerated, TotpCodeAccepted, TotpDisabled,
-    TotpEnabled, TotpSetupStarted, UserEvent, UserRegistered, UserSuspended, UserUnsuspended,
+    MfaChallengeCompleted, MfaChallengeFailed, MfaChallengeIssued, ProfileChanges, ProfileUpdated,
+    RecoveryCodeUsed, RecoveryCodesRegenerated, TotpCodeAccepted, TotpDisabled, TotpEnabled,
+    TotpSetupStarted, UserEvent, UserRegistered, UserSuspended, UserUnsuspended,
 };
 pub use mfa::{
     MFA_CHALLENGE_LIFETIME, MFA_CHALLENGE_MAX_FAILURES, MfaState, RECOVERY_CODE_COUNT,

@@ -25,6 +25,9 @@ use crate::personal::Personal;
 use crate::services::UserServices;
 use crate::totp;
 
+#[cfg(test)]
+mod tests;
+
 /// How long an unverified TOTP setup stays usable.
 pub const TOTP_SETUP_LIFETIME: Duration = Duration::minutes(10);
 /// How long the second step of a login may take.
