@@ -196,10 +196,10 @@ mod tests {
         let settings = settings();
 
         let typed = settings.recovery_code_hash("k7qx m2zd-4hna");
-        let shown = settings.recovery_code_hash("K7QX-M2ZD-4HNA");
+        let displayed = settings.recovery_code_hash("K7QX-M2ZD-4HNA");
 
-        assert_eq!(typed, shown);
-        assert_ne!(shown, settings.recovery_code_hash("K7QX-M2ZD-4HNB"));
+        assert_eq!(typed, displayed);
+        assert_ne!(displayed, settings.recovery_code_hash("K7QX-M2ZD-4HNB"));
     }
 
     #[test]

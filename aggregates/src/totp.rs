@@ -46,7 +46,7 @@ pub fn code_for_base32(secret_base32: &str, unix_seconds: u64) -> Option<String>
     generator(secret_base32).map(|totp| totp.generate(unix_seconds))
 }
 
-/// The time step that contains `time`; times before 1970 count as step 0.
+/// Returns the time step that contains `time`. Times before 1970 count as step 0.
 pub fn step_at(time: DateTime<Utc>) -> u64 {
     u64::try_from(time.timestamp()).unwrap_or(0) / STEP_SECONDS
 }

@@ -33,8 +33,8 @@ impl RequestBody for LoginRequest {
     const REQUIRED: &'static [&'static str] = &["email", "password"];
 }
 
-/// A successful login. `mfa_required` is false here; with a second factor enabled a login
-/// answers with [`MfaRequiredResponse`] instead of a session.
+/// A successful login. `mfa_required` is false here. With a second factor enabled a login
+/// returns [`MfaRequiredResponse`] instead of a session.
 #[derive(Serialize, ToSchema)]
 pub struct LoginResponse {
     pub access_token: String,
@@ -56,7 +56,7 @@ pub struct MfaRequiredResponse {
     pub expires_at: DateTime<Utc>,
 }
 
-/// What a right password leads to: a session, or a second step.
+/// Result of a right password: a session, or the second step of the login.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum LoginOutcome {

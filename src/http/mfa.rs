@@ -2,7 +2,10 @@
 //! second step of a login at `/auth/login/mfa`.
 //!
 //! Enrolment and removal act on the caller's own account only, so they take a session and
-//! refuse API keys. Every wrong password, TOTP code or recovery code is the same AUTH_003.
+//! reject API keys. Every wrong password, TOTP code or recovery code is the same AUTH_003.
+//!
+//! NOTE: no operator endpoint resets MFA for a user who lost both the device and the recovery
+//! codes.
 
 use aggregates::user::{
     CompleteMfaChallenge, DisableTotp, RegenerateRecoveryCodes, SecondFactor, StartTotpSetup,
@@ -24,7 +27,7 @@ use super::users::{load_profile, user_rejection};
 use crate::crypto::{TokenKind, hash_token};
 use crate::mfa::{generate_secret, qr_code_data_uri};
 
-/// Longest MFA token looked up, in bytes; anything longer cannot be one.
+/// Longest MFA token looked up, in bytes. Issued tokens are 47 bytes long.
 const MFA_TOKEN_MAX_BYTES: usize = 128;
 
 /// Resolves `{userId}` for a caller acting on their own account: a session only.
@@ -427,7 +430,7 @@ async fn challenge_owner(state: &AppState, token: &str) -> Result<Uuid, ApiError
 }
 
 /// Finishes a login with the MFA token from `/auth/login` and a TOTP or recovery code, and
-/// answers like a full login. The token is single use and void after five wrong codes or
+/// returns what a full login returns. The token is single use and void after five wrong codes or
 /// five minutes. No credential header is needed: the MFA token is the credential.
 #[utoipa::path(
     post, path = "/auth/login/mfa", tag = "auth",
@@ -466,8 +469,8 @@ pub async fn login_mfa(
         .await
         .map_err(|error| ApiError::from_command(error, user_rejection))?;
 
-    // The command records a wrong factor as a failed attempt instead of rejecting it, so
-    // that the failure counts; only a completed challenge opens a session.
+    // The command records a wrong factor as a failed attempt instead of rejecting it, so that
+    // the failure counts. Only a completed challenge opens a session.
     let completed = events
         .iter()
         .any(|event| matches!(event, UserEvent::MfaChallengeCompleted(_)));

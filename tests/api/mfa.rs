@@ -1,10 +1,14 @@
 //! TOTP enrolment, the MFA login step and recovery codes, against a service whose clock the
 //! test sets, so that each code is computed for a known time step.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use aggregates::personal::Personal;
 use aggregates::totp;
+use aggregates::user::{UserEvent, UserSuspended};
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use cqrs_es::EventStore;
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -14,20 +18,20 @@ use crate::helpers::{PASSWORD, TestApp, TestClock, TestDatabase, assert_error, b
 
 const EMAIL: &str = "ada@example.com";
 
-/// The start of the current 30-second step, so that a test knows which step each code is in.
+/// Returns the start of the current 30-second step, so that each code's step is predictable.
 fn step_start() -> DateTime<Utc> {
     let now = Utc::now().timestamp();
     let start = now - now % totp::STEP_SECONDS as i64;
     Utc.timestamp_opt(start, 0).single().expect("valid time")
 }
 
-/// The code an authenticator app shows for `secret` at `time`.
+/// Computes the code an authenticator app shows for `secret` at `time`.
 fn code_at(secret: &str, time: DateTime<Utc>) -> String {
     let seconds = u64::try_from(time.timestamp()).expect("time after 1970");
     totp::code_for_base32(secret, seconds).expect("base32 secret")
 }
 
-/// A service with a hand-set clock, on a database whose config `configure` may change.
+/// Starts a service with a hand-set clock, on a database whose config `configure` may change.
 async fn spawn_with(configure: impl FnOnce(&mut TestDatabase)) -> (TestApp, Arc<TestClock>) {
     let mut database = TestDatabase::new();
     configure(&mut database);
@@ -370,7 +374,7 @@ async fn new_setup_replaces_unverified_one() {
 }
 
 #[tokio::test]
-async fn parallel_logins_with_one_recovery_code_have_one_winner() {
+async fn parallel_recovery_code_logins_one_winner() {
     // Eleven password logins to one account exceed the sensitive limit of ten a minute.
     let (app, clock) = spawn_with(|database| database.config.rate_sensitive = 100).await;
     let enrolled = enrol(&app, &clock).await;
@@ -685,6 +689,94 @@ async fn totp_secret_is_sealed_in_events() {
             !payload.contains("$personal"),
             "unsealed field in {payload}"
         );
+    }
+    app.finish().await;
+}
+
+/// Suspends a user by appending the event directly, then waits for the profile to show it.
+async fn suspend(app: &TestApp, user_id: Uuid) {
+    let store = app.event_store();
+    let context = store
+        .load_aggregate(&user_id.to_string())
+        .await
+        .expect("load user");
+    let suspension = UserEvent::UserSuspended(UserSuspended {
+        reason: Personal::Known(None),
+        suspended_at: Utc::now(),
+    });
+    store
+        .commit(
+            vec![suspension],
+            context,
+            HashMap::from([("actor".to_owned(), "test".to_owned())]),
+        )
+        .await
+        .expect("commit suspension");
+
+    for _ in 0..50 {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM user_profiles WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_one(&app.pool)
+                .await
+                .expect("read status");
+        if status == "suspended" {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the suspension did not reach the profile");
+}
+
+#[tokio::test]
+async fn suspended_user_second_step_is_user_002() {
+    let (app, clock) = spawn().await;
+    let enrolled = enrol(&app, &clock).await;
+    let mfa_token = first_step(&app).await;
+    suspend(&app, enrolled.user_id).await;
+
+    let (status, body) = second_step(
+        &app,
+        json!({"mfa_token": mfa_token, "recovery_code": enrolled.recovery_codes[0]}),
+    )
+    .await;
+
+    assert_eq!(status, 403);
+    assert_error(&body, "USER_002");
+    let sessions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(enrolled.user_id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("count sessions");
+    assert_eq!(sessions, 0);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn openapi_document_lists_mfa_endpoints() {
+    let (app, _clock) = spawn().await;
+
+    let document: Value = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+
+    for path in [
+        "/api/v1/auth/login/mfa",
+        "/api/v1/users/{userId}/mfa",
+        "/api/v1/users/{userId}/mfa/totp/setup",
+        "/api/v1/users/{userId}/mfa/totp/verify",
+        "/api/v1/users/{userId}/mfa/totp/disable",
+        "/api/v1/users/{userId}/mfa/recovery-codes",
+    ] {
+        assert!(document["paths"].get(path).is_some(), "{path} missing");
     }
     app.finish().await;
 }

@@ -2,9 +2,9 @@
 //! step of a login.
 //!
 //! Every accepted TOTP code records its time step, and a code is accepted only for a step
-//! later than the last recorded one. Because the command bus appends with an optimistic lock on
-//! the aggregate's sequence and retries on conflict, of two parallel submissions of one code
-//! the second is decided on a state that already holds the first one's step, so it loses.
+//! later than the last recorded one. The command bus appends with an optimistic lock on the
+//! aggregate's sequence and retries on conflict. So of two parallel submissions of one code,
+//! the second is decided on a state that already contains the first one's step, and loses.
 
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -143,8 +143,8 @@ impl MfaState {
             }
             UserEvent::TotpDisabled(_) => *self = Self::default(),
             UserEvent::MfaChallengeIssued(event) => {
-                // Challenges that can no longer be answered are dropped here, so the state
-                // holds only the open ones.
+                // Challenges that can no longer be completed are dropped here, so the state
+                // contains only the open ones.
                 let issued_at = event.issued_at;
                 self.challenges
                     .retain(|challenge| challenge.is_open(issued_at));
@@ -176,7 +176,7 @@ impl MfaState {
     }
 }
 
-/// The stored hashes of a set, all unspent; an erased set has no usable codes.
+/// Converts a stored set of hashes into unspent codes. An erased set has no usable codes.
 fn hashes(set: Personal<Vec<String>>) -> Vec<Option<String>> {
     set.into_known()
         .unwrap_or_default()

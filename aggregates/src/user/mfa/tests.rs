@@ -15,7 +15,7 @@ const PASSWORD: &str = "correct horse battery staple";
 const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 const CHALLENGE: &str = "challenge-hash";
 
-/// The registration event with a real hash of [`PASSWORD`], so password checks can pass.
+/// Builds the registration event with a real hash of [`PASSWORD`], so password checks pass.
 async fn registered_with_password(user_id: Uuid) -> UserEvent {
     let hash = Argon2Hasher
         .hash(&SecretString::from(PASSWORD))
@@ -34,7 +34,7 @@ fn step_now() -> u64 {
     totp::step_at(now())
 }
 
-/// The code of `step` for [`SECRET`].
+/// Computes the code of `step` for [`SECRET`].
 fn code_of(step: u64) -> String {
     totp::code_for_base32(SECRET, step * totp::STEP_SECONDS).expect("valid secret")
 }
