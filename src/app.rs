@@ -10,7 +10,7 @@ use anyhow::Context;
 use axum::Router;
 use postgres_es::PostgresEventRepository;
 use projections::{
-    ApiKeysProjection, ProfilesProjection, Projection, Projector, ProjectorHandle,
+    ApiKeysProjection, MfaProjection, ProfilesProjection, Projection, Projector, ProjectorHandle,
     SessionsProjection,
 };
 use sqlx::PgPool;
@@ -22,6 +22,7 @@ use crate::crypto::{Argon2Hasher, Indexer, load_master_key};
 use crate::db;
 use crate::http::rate_limit::{PRUNE_INTERVAL, RateLimits};
 use crate::http::{AppState, Settings, router};
+use crate::mfa::MfaSettings;
 use crate::store::{CommandBus, KeyRing, SealingRepository};
 
 /// Maximum time the start waits for the projections to apply the events already stored.
@@ -33,6 +34,7 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(ProfilesProjection),
         Arc::new(SessionsProjection),
         Arc::new(ApiKeysProjection),
+        Arc::new(MfaProjection),
     ]
 }
 
@@ -61,6 +63,7 @@ impl Application {
 
         let keys = Arc::new(KeyRing::new(pool.clone(), &master));
         let indexer = Arc::new(Indexer::new(&master));
+        let mfa = Arc::new(MfaSettings::new(&master, config.totp_issuer.clone()));
         let hash_concurrency = match config.hash_concurrency {
             0 => std::thread::available_parallelism().map_or(2, |count| count.get()),
             count => count,
@@ -150,6 +153,7 @@ impl Application {
                 )),
                 request_timeout: Duration::from_secs(config.request_timeout_secs),
             }),
+            mfa,
         };
 
         let listener = TcpListener::bind(&config.bind)

@@ -29,7 +29,7 @@ pub enum Command {
     Migrate,
     /// Empty a projection's tables and rewind its checkpoint, so that `serve` rebuilds it.
     Replay {
-        /// Projection to rebuild (`profiles`, `sessions` or `api_keys`); all when omitted.
+        /// Projection to rebuild (`profiles`, `sessions`, `api_keys` or `mfa`); all when omitted.
         projection: Option<String>,
     },
     /// Manage API keys from the command line, for example the first key of a fresh install.
@@ -143,6 +143,10 @@ pub struct Config {
     /// Longest time one request may take before it is answered with 503, in seconds.
     #[arg(long, env = "LEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+
+    /// Issuer that authenticator apps show for a TOTP entry, also the prefix of its label.
+    #[arg(long, env = "LEDGER_TOTP_ISSUER", default_value = "account-ledger")]
+    pub totp_issuer: String,
 }
 
 /// Environment variables with the service's prefix that some setting reads.
@@ -163,6 +167,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LEDGER_PROJECTION_WAIT_MS",
     "LEDGER_PROJECTION_POLL_MS",
     "LEDGER_REQUEST_TIMEOUT_SECS",
+    "LEDGER_TOTP_ISSUER",
 ];
 
 impl Config {

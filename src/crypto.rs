@@ -121,6 +121,8 @@ impl BlindIndex for Indexer {
 pub enum TokenKind {
     Session,
     ApiKey,
+    /// The second step of a login; good only at `/auth/login/mfa`.
+    Mfa,
 }
 
 impl TokenKind {
@@ -128,6 +130,7 @@ impl TokenKind {
         match self {
             Self::Session => "las_",
             Self::ApiKey => "lak_",
+            Self::Mfa => "lam_",
         }
     }
 }

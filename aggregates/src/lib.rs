@@ -9,5 +9,6 @@ pub mod personal;
 pub mod sealing;
 pub mod services;
 pub mod session;
+pub mod totp;
 pub mod user;
 pub mod values;

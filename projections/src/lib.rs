@@ -6,11 +6,13 @@
 //! resetting its checkpoint.
 
 mod api_keys;
+mod mfa;
 mod profiles;
 mod projector;
 mod sessions;
 
 pub use api_keys::ApiKeysProjection;
+pub use mfa::MfaProjection;
 pub use profiles::ProfilesProjection;
 pub use projector::{Projector, ProjectorHandle, reset_projection};
 pub use sessions::SessionsProjection;

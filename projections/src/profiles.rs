@@ -138,6 +138,41 @@ impl ProfilesProjection {
     }
 }
 
+impl ProfilesProjection {
+    async fn set_mfa(
+        connection: &mut PgConnection,
+        event: &StoredEvent,
+        user_id: Uuid,
+        enabled: bool,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE user_profiles SET mfa_enabled = $2, updated_at = $3, version = $4
+              WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .bind(enabled)
+        .bind(at)
+        .bind(event.sequence)
+        .execute(&mut *connection)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_version(
+        connection: &mut PgConnection,
+        event: &StoredEvent,
+        user_id: Uuid,
+    ) -> anyhow::Result<()> {
+        sqlx::query("UPDATE user_profiles SET version = $2 WHERE user_id = $1")
+            .bind(user_id)
+            .bind(event.sequence)
+            .execute(&mut *connection)
+            .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Projection for ProfilesProjection {
     fn name(&self) -> &'static str {
@@ -185,6 +220,23 @@ impl Projection for ProfilesProjection {
             UserEvent::UserUnsuspended(unsuspended) => {
                 let at = unsuspended.unsuspended_at;
                 Self::set_status(connection, event, user_id, UserStatus::Active, at).await
+            }
+            UserEvent::TotpEnabled(enabled) => {
+                Self::set_mfa(connection, event, user_id, true, enabled.enabled_at).await
+            }
+            UserEvent::TotpDisabled(disabled) => {
+                Self::set_mfa(connection, event, user_id, false, disabled.disabled_at).await
+            }
+            // The other MFA events change no profile field, but they do move the aggregate's
+            // sequence, which the profile's version must follow for If-Match to work.
+            UserEvent::TotpSetupStarted(_)
+            | UserEvent::TotpCodeAccepted(_)
+            | UserEvent::RecoveryCodeUsed(_)
+            | UserEvent::RecoveryCodesRegenerated(_)
+            | UserEvent::MfaChallengeIssued(_)
+            | UserEvent::MfaChallengeFailed(_)
+            | UserEvent::MfaChallengeCompleted(_) => {
+                Self::set_version(connection, event, user_id).await
             }
         }
     }

@@ -1,8 +1,10 @@
 //! Login and logout. Login answers the same way, in about the same time, for an unknown
-//! address and a wrong password.
+//! address and a wrong password. With TOTP enabled, a right password yields an MFA token
+//! instead of a session, and `/auth/login/mfa` (in `mfa.rs`) finishes the login.
 
 use aggregates::services::{BlindIndex, PasswordHasher};
 use aggregates::session::{RevocationReason, SessionCommand, SessionError, StartSession};
+use aggregates::user::{UserCommand, UserError, UserEvent};
 use aggregates::values::Email;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
@@ -15,7 +17,9 @@ use super::AppState;
 use super::envelope::{ErrorBody, Success, SuccessBody};
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller, ClientContext, RequestBody};
+use super::users::user_rejection;
 use crate::crypto::{TokenKind, issue_token};
+use crate::store::CommandError;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -29,8 +33,8 @@ impl RequestBody for LoginRequest {
     const REQUIRED: &'static [&'static str] = &["email", "password"];
 }
 
-/// A successful login. `mfa_required` is false here; with a second factor enabled a login
-/// answers `mfa_required: true` and an `mfa_token` instead of a session.
+/// A successful login. `mfa_required` is false here. With a second factor enabled a login
+/// returns [`MfaRequiredResponse`] instead of a session.
 #[derive(Serialize, ToSchema)]
 pub struct LoginResponse {
     pub access_token: String,
@@ -42,18 +46,37 @@ pub struct LoginResponse {
     pub mfa_required: bool,
 }
 
+/// The first step of a login to an account with TOTP: the token for `/auth/login/mfa`.
+#[derive(Serialize, ToSchema)]
+pub struct MfaRequiredResponse {
+    /// Always true.
+    pub mfa_required: bool,
+    /// Single use, good only at `/auth/login/mfa`, shown once.
+    pub mfa_token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Result of a right password: a session, or the second step of the login.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginOutcome {
+    Session(LoginResponse),
+    MfaRequired(MfaRequiredResponse),
+}
+
 struct Credentials {
     user_id: Uuid,
     password_hash: String,
     status: String,
+    mfa_enabled: bool,
 }
 
 async fn find_credentials(
     state: &AppState,
     email: &Email,
 ) -> Result<Option<Credentials>, ApiError> {
-    let row = sqlx::query_as::<_, (Uuid, String, String)>(
-        "SELECT c.user_id, cr.password_hash, p.status
+    let row = sqlx::query_as::<_, (Uuid, String, String, bool)>(
+        "SELECT c.user_id, cr.password_hash, p.status, p.mfa_enabled
            FROM email_claims c
            JOIN user_credentials cr USING (user_id)
            JOIN user_profiles p USING (user_id)
@@ -62,19 +85,23 @@ async fn find_credentials(
     .bind(state.indexer.email_index(email))
     .fetch_optional(&state.pool)
     .await?;
-    Ok(row.map(|(user_id, password_hash, status)| Credentials {
-        user_id,
-        password_hash,
-        status,
-    }))
+    Ok(row.map(
+        |(user_id, password_hash, status, mfa_enabled)| Credentials {
+            user_id,
+            password_hash,
+            status,
+            mfa_enabled,
+        },
+    ))
 }
 
-/// Checks email and password; on success opens a session and returns its token once.
+/// Checks email and password. Without TOTP it opens a session and returns its token once;
+/// with TOTP it returns `mfa_required: true` and an MFA token, and opens no session.
 #[utoipa::path(
     post, path = "/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "A new session", body = SuccessBody<LoginResponse>),
+        (status = 200, description = "A new session, or an MFA token for the second step", body = SuccessBody<LoginOutcome>),
         (status = 400, description = "VAL_002 missing field", body = ErrorBody),
         (status = 401, description = "AUTH_003 wrong email or password", body = ErrorBody),
         (status = 403, description = "USER_002 the account is suspended", body = ErrorBody),
@@ -84,7 +111,7 @@ pub async fn login(
     State(state): State<AppState>,
     client: ClientContext,
     ApiJson(request): ApiJson<LoginRequest>,
-) -> Result<Success<LoginResponse>, ApiError> {
+) -> Result<Success<LoginOutcome>, ApiError> {
     let password = request.password.unwrap_or_else(|| SecretString::from(""));
     let email = Email::parse(request.email.as_deref().unwrap_or_default()).ok();
 
@@ -108,15 +135,72 @@ pub async fn login(
         return Err(ApiError::Suspended);
     }
 
+    if credentials.mfa_enabled {
+        if let Some(challenge) = issue_mfa_challenge(&state, &client, credentials.user_id).await? {
+            return Ok(Success::ok(
+                "Password accepted; a second factor is required",
+                LoginOutcome::MfaRequired(challenge),
+            ));
+        }
+    }
+
+    let session = start_session(&state, &client, credentials.user_id).await?;
+    Ok(Success::ok("Logged in", LoginOutcome::Session(session)))
+}
+
+/// Opens the second step of a login. Returns `None` when the aggregate finds TOTP off after
+/// all (it was disabled since the read model was read), so the login goes on without it.
+async fn issue_mfa_challenge(
+    state: &AppState,
+    client: &ClientContext,
+    user_id: Uuid,
+) -> Result<Option<MfaRequiredResponse>, ApiError> {
+    let issued = issue_token(TokenKind::Mfa);
+    let metadata = client.metadata(format!("user:{user_id}"), None);
+    let result = state
+        .users
+        .execute_with_events(
+            &user_id.to_string(),
+            || UserCommand::IssueMfaChallenge {
+                challenge_hash: issued.hash.clone(),
+            },
+            &metadata,
+        )
+        .await;
+
+    let events = match result {
+        Ok((_, events)) => events,
+        Err(CommandError::Rejected(UserError::TotpNotEnabled)) => return Ok(None),
+        Err(error) => return Err(ApiError::from_command(error, user_rejection)),
+    };
+    let expires_at = events
+        .iter()
+        .find_map(|event| match event {
+            UserEvent::MfaChallengeIssued(issued) => Some(issued.expires_at),
+            _ => None,
+        })
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no MFA challenge was recorded")))?;
+    tracing::info!(%user_id, "password accepted; MFA challenge issued");
+
+    Ok(Some(MfaRequiredResponse {
+        mfa_required: true,
+        mfa_token: issued.token.expose_secret().to_owned(),
+        expires_at,
+    }))
+}
+
+/// Starts a session for a user whose credentials were all checked, and returns its token.
+pub(super) async fn start_session(
+    state: &AppState,
+    client: &ClientContext,
+    user_id: Uuid,
+) -> Result<LoginResponse, ApiError> {
     let session_id = Uuid::now_v7();
     let issued = issue_token(TokenKind::Session);
-    let metadata = client.metadata(
-        format!("user:{}", credentials.user_id),
-        Some(credentials.user_id),
-    );
+    let metadata = client.metadata(format!("user:{user_id}"), Some(user_id));
     let start = StartSession {
         session_id,
-        user_id: credentials.user_id,
+        user_id,
         token_hash: issued.hash.clone(),
         lifetime: state.settings.session_lifetime,
         ip_address: client.client_ip.map(|ip| ip.to_string()),
@@ -139,19 +223,16 @@ pub async fn login(
             .bind(session_id)
             .fetch_one(&state.pool)
             .await?;
-    tracing::info!(user_id = %credentials.user_id, %session_id, "session started");
+    tracing::info!(%user_id, %session_id, "session started");
 
-    Ok(Success::ok(
-        "Logged in",
-        LoginResponse {
-            access_token: issued.token.expose_secret().to_owned(),
-            token_type: "Bearer",
-            expires_at,
-            session_id,
-            user_id: credentials.user_id,
-            mfa_required: false,
-        },
-    ))
+    Ok(LoginResponse {
+        access_token: issued.token.expose_secret().to_owned(),
+        token_type: "Bearer",
+        expires_at,
+        session_id,
+        user_id,
+        mfa_required: false,
+    })
 }
 
 #[derive(Serialize, ToSchema)]

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod envelope;
 pub mod error;
 pub mod extract;
+pub mod mfa;
 pub mod ops;
 pub mod rate_limit;
 pub mod sessions;
@@ -66,6 +67,7 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
+    pub mfa: Arc<crate::mfa::MfaSettings>,
 }
 
 #[derive(OpenApi)]
@@ -81,6 +83,7 @@ pub struct AppState {
         (name = "auth", description = "Login and logout"),
         (name = "sessions", description = "Signed-in devices"),
         (name = "api-keys", description = "Server-to-server credentials"),
+        (name = "mfa", description = "TOTP enrolment and recovery codes"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -115,6 +118,12 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(sessions::revoke_session))
         .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
         .routes(routes!(api_keys::revoke_api_key))
+        .routes(routes!(mfa::get_mfa_status))
+        .routes(routes!(mfa::start_totp_setup))
+        .routes(routes!(mfa::verify_totp_setup))
+        .routes(routes!(mfa::disable_totp))
+        .routes(routes!(mfa::regenerate_recovery_codes))
+        .routes(routes!(mfa::login_mfa))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready));
     OpenApiRouter::with_openapi(ApiDoc::openapi())

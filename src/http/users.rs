@@ -176,7 +176,7 @@ impl RegisterRequest {
     }
 }
 
-fn user_rejection(error: UserError) -> ApiError {
+pub(super) fn user_rejection(error: UserError) -> ApiError {
     match error {
         UserError::AlreadyRegistered => ApiError::EmailTaken,
         UserError::NotFound => ApiError::UserNotFound,
@@ -185,6 +185,16 @@ fn user_rejection(error: UserError) -> ApiError {
             "If-Match does not match the current version {current}"
         )),
         UserError::Service(message) => ApiError::Internal(anyhow::anyhow!(message)),
+        UserError::InvalidCredentials => ApiError::InvalidCredentials,
+        UserError::TotpAlreadyEnabled => {
+            ApiError::invalid("TOTP is already enabled; disable it before enrolling again")
+        }
+        UserError::TotpNotEnabled => ApiError::invalid("TOTP is not enabled for this account"),
+        UserError::NoTotpSetup => ApiError::invalid(
+            "No TOTP setup is pending or it expired; start a new one with /mfa/totp/setup",
+        ),
+        UserError::ChallengeInvalid => ApiError::InvalidToken,
+        UserError::Suspended => ApiError::Suspended,
     }
 }
 

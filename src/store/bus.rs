@@ -108,9 +108,22 @@ impl<A: Aggregate> CommandBus<A> {
     pub async fn execute(
         &self,
         aggregate_id: &str,
-        mut command: impl FnMut() -> A::Command,
+        command: impl FnMut() -> A::Command,
         metadata: &CommandMetadata,
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
+        self.execute_with_events(aggregate_id, command, metadata)
+            .await
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// Like [`CommandBus::execute`], and also returns the events this command appended, for
+    /// callers whose answer depends on which outcome the aggregate recorded.
+    pub async fn execute_with_events(
+        &self,
+        aggregate_id: &str,
+        mut command: impl FnMut() -> A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<(CommandOutcome, Vec<A::Event>), CommandError<A::Error>> {
         let mut attempt = 1;
         loop {
             match self.attempt(aggregate_id, command(), metadata).await {
@@ -134,7 +147,7 @@ impl<A: Aggregate> CommandBus<A> {
         aggregate_id: &str,
         command: A::Command,
         metadata: &CommandMetadata,
-    ) -> Result<CommandOutcome, CommandError<A::Error>> {
+    ) -> Result<(CommandOutcome, Vec<A::Event>), CommandError<A::Error>> {
         let mut context = self
             .store
             .load_aggregate(aggregate_id)
@@ -150,10 +163,11 @@ impl<A: Aggregate> CommandBus<A> {
             .map_err(CommandError::Rejected)?;
         let events = sink.collect().await;
         if events.is_empty() {
-            return Ok(CommandOutcome {
+            let outcome = CommandOutcome {
                 version: loaded_version,
                 appended: 0,
-            });
+            };
+            return Ok((outcome, Vec::new()));
         }
 
         let committed = self
@@ -166,10 +180,12 @@ impl<A: Aggregate> CommandBus<A> {
             .map_or(loaded_version, |event| event.sequence as u64);
 
         self.wait_for_projections(aggregate_id, version).await;
-        Ok(CommandOutcome {
+        let outcome = CommandOutcome {
             version,
             appended: committed.len(),
-        })
+        };
+        let events = committed.into_iter().map(|event| event.payload).collect();
+        Ok((outcome, events))
     }
 
     /// Holds the response until every projection has applied the event at `version`, so that

@@ -1,10 +1,12 @@
 //! API keys: the first key from the command line, scopes, revocation and expiry.
 
+use std::sync::Arc;
+
 use chrono::{Duration, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestClock, assert_error, body};
+use crate::helpers::{TestApp, TestClock, TestDatabase, assert_error, body};
 
 async fn create_key(app: &TestApp, manager: &str, request: &Value) -> reqwest::Response {
     app.client
@@ -160,8 +162,8 @@ async fn revoked_key_fails_at_once() {
 
 #[tokio::test]
 async fn expired_key_fails() {
-    let clock = TestClock::new();
-    let app = TestApp::spawn_with_clock(clock.clone()).await;
+    let clock = TestClock::new(Utc::now());
+    let app = TestApp::spawn_with_clock(Arc::new(TestDatabase::new()), clock.clone()).await;
     let (_, manager) = app.api_key("api_keys:manage").await;
     let user_id = app.register_user("ada@example.com").await;
     let expires_at = Utc::now() + Duration::minutes(10);
@@ -173,7 +175,7 @@ async fn expired_key_fails() {
     .await;
 
     let before = get_user(&app, &reader, user_id).await.status();
-    clock.advance(11 * 60);
+    clock.advance(Duration::minutes(11));
     let after = get_user(&app, &reader, user_id).await;
 
     assert_eq!(before, 200);

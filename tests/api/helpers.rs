@@ -1,8 +1,7 @@
 //! Test harness: a service per test on port 0 with its own database, and typed request helpers.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use account_ledger::app::Application;
@@ -30,30 +29,6 @@ pub const PASSWORD: &str = "correct horse battery staple";
 fn server_url() -> String {
     std::env::var("LEDGER_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
-
-/// A clock that tests move forward by hand; it starts at the real time.
-pub struct TestClock {
-    offset_secs: AtomicI64,
-}
-
-impl TestClock {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            offset_secs: AtomicI64::new(0),
-        })
-    }
-
-    /// Moves the clock forward by `seconds`.
-    pub fn advance(&self, seconds: i64) {
-        self.offset_secs.fetch_add(seconds, Ordering::SeqCst);
-    }
-}
-
-impl Clock for TestClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::seconds(self.offset_secs.load(Ordering::SeqCst))
-    }
 }
 
 /// A database made for one test and the settings to start services on it.
@@ -88,6 +63,7 @@ impl TestDatabase {
             projection_wait_ms: 5_000,
             projection_poll_ms: 200,
             request_timeout_secs: 30,
+            totp_issuer: "account-ledger".to_owned(),
         };
         Self {
             name,
@@ -109,6 +85,29 @@ impl TestDatabase {
         .await
         .expect("drop the test database");
         let _ = std::fs::remove_dir_all(&self.config.data_dir);
+    }
+}
+
+/// A clock that tests set and move by hand; the service reads it for every expiry and code.
+pub struct TestClock(Mutex<DateTime<Utc>>);
+
+impl TestClock {
+    pub fn new(start: DateTime<Utc>) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(start)))
+    }
+
+    pub fn set(&self, time: DateTime<Utc>) {
+        *self.0.lock().expect("clock lock") = time;
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().expect("clock lock") += by;
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().expect("clock lock")
     }
 }
 
@@ -136,24 +135,17 @@ impl TestApp {
         Self::spawn_on(Arc::new(database)).await
     }
 
-    /// Starts a service on a new database whose clock the test controls.
-    pub async fn spawn_with_clock(clock: Arc<TestClock>) -> Self {
-        let database = Arc::new(TestDatabase::new());
+    /// Starts a service on an existing test database.
+    pub async fn spawn_on(database: Arc<TestDatabase>) -> Self {
+        Self::spawn_with_clock(database, Arc::new(aggregates::services::SystemClock)).await
+    }
+
+    /// Starts a service on an existing test database whose commands and expiry checks read
+    /// `clock`.
+    pub async fn spawn_with_clock(database: Arc<TestDatabase>, clock: Arc<dyn Clock>) -> Self {
         let application = Application::build_with_clock(&database.config, clock)
             .await
             .expect("application starts");
-        Self::serve(application, database)
-    }
-
-    /// Starts a service on an existing test database.
-    pub async fn spawn_on(database: Arc<TestDatabase>) -> Self {
-        let application = Application::build(&database.config)
-            .await
-            .expect("application starts");
-        Self::serve(application, database)
-    }
-
-    fn serve(application: Application, database: Arc<TestDatabase>) -> Self {
         let address = format!("http://{}", application.local_addr().expect("bound"));
         let pool = application.pool();
         let router = application.router();

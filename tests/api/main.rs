@@ -7,6 +7,7 @@ mod api_keys;
 mod concurrency;
 mod errors;
 mod login;
+mod mfa;
 mod profile;
 mod projector;
 mod rate_limits;

@@ -1,9 +1,12 @@
 //! Session listing and revocation, idle timeout and absolute lifetime.
 
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestClock, assert_error, body};
+use crate::helpers::{TestApp, TestClock, TestDatabase, assert_error, body};
 
 async fn list_sessions(app: &TestApp, token: &str) -> Value {
     let response = app
@@ -182,15 +185,15 @@ async fn revocation_is_an_event() {
 
 #[tokio::test]
 async fn idle_session_expires() {
-    let clock = TestClock::new();
-    let app = TestApp::spawn_with_clock(clock.clone()).await;
+    let clock = TestClock::new(Utc::now());
+    let app = TestApp::spawn_with_clock(Arc::new(TestDatabase::new()), clock.clone()).await;
     let (_, active) = app.signed_in("ada@example.com").await;
     let idle = app.token_for("ada@example.com").await;
 
     // The test configuration has a 30-minute idle timeout and a one-hour lifetime.
-    clock.advance(29 * 60);
+    clock.advance(Duration::minutes(29));
     let first_use = app.get_me(&active).await.status();
-    clock.advance(29 * 60);
+    clock.advance(Duration::minutes(29));
     let second_use = app.get_me(&active).await.status();
     let idle_use = app.get_me(&idle).await;
 
@@ -203,18 +206,18 @@ async fn idle_session_expires() {
 
 #[tokio::test]
 async fn session_ends_at_absolute_lifetime() {
-    let clock = TestClock::new();
-    let app = TestApp::spawn_with_clock(clock.clone()).await;
+    let clock = TestClock::new(Utc::now());
+    let app = TestApp::spawn_with_clock(Arc::new(TestDatabase::new()), clock.clone()).await;
     let (_, token) = app.signed_in("ada@example.com").await;
 
     // Requests every 20 minutes keep the session from idling; the lifetime is one hour.
     for _ in 0..2 {
-        clock.advance(20 * 60);
+        clock.advance(Duration::minutes(20));
         assert_eq!(app.get_me(&token).await.status(), 200);
     }
-    clock.advance(19 * 60);
+    clock.advance(Duration::minutes(19));
     let before_lifetime = app.get_me(&token).await.status();
-    clock.advance(2 * 60);
+    clock.advance(Duration::minutes(2));
     let after_lifetime = app.get_me(&token).await;
 
     assert_eq!(before_lifetime, 200);
@@ -225,8 +228,8 @@ async fn session_ends_at_absolute_lifetime() {
 
 #[tokio::test]
 async fn last_seen_is_written_coarsely() {
-    let clock = TestClock::new();
-    let app = TestApp::spawn_with_clock(clock.clone()).await;
+    let clock = TestClock::new(Utc::now());
+    let app = TestApp::spawn_with_clock(Arc::new(TestDatabase::new()), clock.clone()).await;
     let (_, token) = app.signed_in("ada@example.com").await;
     let events_before = app.event_count().await;
 
@@ -237,7 +240,7 @@ async fn last_seen_is_written_coarsely() {
         .fetch_one(&app.pool)
         .await
         .expect("count activity");
-    clock.advance(90);
+    clock.advance(Duration::seconds(90));
     assert_eq!(app.get_me(&token).await.status(), 200);
     let listed = list_sessions(&app, &token).await;
 

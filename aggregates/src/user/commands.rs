@@ -16,6 +16,62 @@ pub enum UserCommand {
         reason: Option<String>,
     },
     Unsuspend,
+    StartTotpSetup(StartTotpSetup),
+    VerifyTotpSetup(VerifyTotpSetup),
+    RegenerateRecoveryCodes(RegenerateRecoveryCodes),
+    DisableTotp(DisableTotp),
+    /// Opens the second step of a login whose password was already checked.
+    IssueMfaChallenge {
+        challenge_hash: String,
+    },
+    CompleteMfaChallenge(CompleteMfaChallenge),
+}
+
+/// Issues a new TOTP secret for enrolment, replacing any unverified one.
+#[derive(Clone)]
+pub struct StartTotpSetup {
+    /// Base32 (RFC 4648, no padding) of the random secret.
+    pub secret: SecretString,
+    pub current_password: SecretString,
+}
+
+/// Turns TOTP on when `code` comes from the pending secret.
+#[derive(Clone)]
+pub struct VerifyTotpSetup {
+    pub code: String,
+    /// Keyed hashes of the recovery codes the client is shown once.
+    pub recovery_code_hashes: Vec<String>,
+}
+
+/// Replaces the recovery codes, after a valid TOTP code.
+#[derive(Clone)]
+pub struct RegenerateRecoveryCodes {
+    pub code: String,
+    pub recovery_code_hashes: Vec<String>,
+}
+
+/// Turns TOTP off, after the password and a second factor.
+#[derive(Clone)]
+pub struct DisableTotp {
+    pub current_password: SecretString,
+    pub factor: SecondFactor,
+}
+
+/// Answers a login challenge. A wrong factor is recorded as a failed attempt, not rejected,
+/// so that the count of failures survives the command.
+#[derive(Clone)]
+pub struct CompleteMfaChallenge {
+    pub challenge_hash: String,
+    pub factor: SecondFactor,
+}
+
+/// What a user presents as the second factor.
+#[derive(Clone)]
+pub enum SecondFactor {
+    /// A six-digit code from the authenticator app.
+    Totp(String),
+    /// The keyed hash of a recovery code; the code itself never reaches the aggregate.
+    RecoveryCode { hash: String },
 }
 
 /// Opens an account for a new, canonical email address.

@@ -15,6 +15,15 @@ pub enum UserEvent {
     ProfileUpdated(ProfileUpdated),
     UserSuspended(UserSuspended),
     UserUnsuspended(UserUnsuspended),
+    TotpSetupStarted(TotpSetupStarted),
+    TotpEnabled(TotpEnabled),
+    TotpCodeAccepted(TotpCodeAccepted),
+    RecoveryCodeUsed(RecoveryCodeUsed),
+    RecoveryCodesRegenerated(RecoveryCodesRegenerated),
+    TotpDisabled(TotpDisabled),
+    MfaChallengeIssued(MfaChallengeIssued),
+    MfaChallengeFailed(MfaChallengeFailed),
+    MfaChallengeCompleted(MfaChallengeCompleted),
 }
 
 impl DomainEvent for UserEvent {
@@ -24,6 +33,15 @@ impl DomainEvent for UserEvent {
             Self::ProfileUpdated(_) => "ProfileUpdated",
             Self::UserSuspended(_) => "UserSuspended",
             Self::UserUnsuspended(_) => "UserUnsuspended",
+            Self::TotpSetupStarted(_) => "TotpSetupStarted",
+            Self::TotpEnabled(_) => "TotpEnabled",
+            Self::TotpCodeAccepted(_) => "TotpCodeAccepted",
+            Self::RecoveryCodeUsed(_) => "RecoveryCodeUsed",
+            Self::RecoveryCodesRegenerated(_) => "RecoveryCodesRegenerated",
+            Self::TotpDisabled(_) => "TotpDisabled",
+            Self::MfaChallengeIssued(_) => "MfaChallengeIssued",
+            Self::MfaChallengeFailed(_) => "MfaChallengeFailed",
+            Self::MfaChallengeCompleted(_) => "MfaChallengeCompleted",
         }
         .to_owned()
     }
@@ -63,6 +81,75 @@ pub struct UserSuspended {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UserUnsuspended {
     pub unsuspended_at: DateTime<Utc>,
+}
+
+/// A TOTP secret was issued for enrolment. Nothing is enabled until a code from it verifies,
+/// and the secret is sealed because it is a credential.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TotpSetupStarted {
+    pub secret: Personal<String>,
+    pub started_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A code from the pending secret verified, so TOTP is on. `step` is the time step of that
+/// code, which can never be used again; the recovery codes are stored as keyed hashes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TotpEnabled {
+    pub step: u64,
+    pub recovery_code_hashes: Personal<Vec<String>>,
+    pub enabled_at: DateTime<Utc>,
+}
+
+/// A TOTP code was accepted; codes of this time step and earlier ones are spent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TotpCodeAccepted {
+    pub step: u64,
+    pub accepted_at: DateTime<Utc>,
+}
+
+/// The recovery code at `index` in the current set was spent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryCodeUsed {
+    pub index: usize,
+    pub used_at: DateTime<Utc>,
+}
+
+/// A new set of recovery codes replaced the old one, every code of which stops working.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryCodesRegenerated {
+    pub recovery_code_hashes: Personal<Vec<String>>,
+    pub regenerated_at: DateTime<Utc>,
+}
+
+/// TOTP was turned off; the secret, the recovery codes and open login challenges are void.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TotpDisabled {
+    pub disabled_at: DateTime<Utc>,
+}
+
+/// The password of a login was right and a second factor is now due. `challenge_hash` is the
+/// SHA-256 of the MFA token handed to the client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MfaChallengeIssued {
+    pub challenge_hash: String,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A wrong code was sent for a login challenge; `failures` counts them so far.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MfaChallengeFailed {
+    pub challenge_hash: String,
+    pub failures: u32,
+    pub failed_at: DateTime<Utc>,
+}
+
+/// A login challenge was answered with a valid second factor and cannot be used again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MfaChallengeCompleted {
+    pub challenge_hash: String,
+    pub completed_at: DateTime<Utc>,
 }
 
 /// A set of profile field values; an absent field is unchanged, a `null` inside clears it.

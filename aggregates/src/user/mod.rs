@@ -2,12 +2,22 @@
 
 mod commands;
 mod events;
+mod mfa;
 #[cfg(test)]
 mod tests;
 
-pub use commands::{ProfileDraft, ProfilePatch, RegisterUser, UpdateProfile, UserCommand};
+pub use commands::{
+    CompleteMfaChallenge, DisableTotp, ProfileDraft, ProfilePatch, RegenerateRecoveryCodes,
+    RegisterUser, SecondFactor, StartTotpSetup, UpdateProfile, UserCommand, VerifyTotpSetup,
+};
 pub use events::{
-    ProfileChanges, ProfileUpdated, UserEvent, UserRegistered, UserSuspended, UserUnsuspended,
+    MfaChallengeCompleted, MfaChallengeFailed, MfaChallengeIssued, ProfileChanges, ProfileUpdated,
+    RecoveryCodeUsed, RecoveryCodesRegenerated, TotpCodeAccepted, TotpDisabled, TotpEnabled,
+    TotpSetupStarted, UserEvent, UserRegistered, UserSuspended, UserUnsuspended,
+};
+pub use mfa::{
+    MFA_CHALLENGE_LIFETIME, MFA_CHALLENGE_MAX_FAILURES, MfaState, RECOVERY_CODE_COUNT,
+    TOTP_SETUP_LIFETIME,
 };
 
 use chrono::{DateTime, Utc};
@@ -65,6 +75,20 @@ pub enum UserError {
     VersionMismatch { expected: u64, current: u64 },
     #[error("service failed: {0}")]
     Service(String),
+    /// A wrong password, TOTP code or recovery code.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("TOTP is already enabled")]
+    TotpAlreadyEnabled,
+    #[error("TOTP is not enabled")]
+    TotpNotEnabled,
+    #[error("no TOTP setup is pending, or it expired")]
+    NoTotpSetup,
+    /// The login challenge is unknown, expired, used, or failed too often.
+    #[error("the MFA challenge is invalid")]
+    ChallengeInvalid,
+    #[error("the account is suspended")]
+    Suspended,
 }
 
 /// State of one account, folded from its events.
@@ -78,6 +102,8 @@ pub struct User {
     version: u64,
     created_at: Option<DateTime<Utc>>,
     updated_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    mfa: MfaState,
 }
 
 impl User {
@@ -246,6 +272,24 @@ impl Aggregate for User {
             }
             UserCommand::Suspend { reason } => self.suspend(reason, services, sink).await,
             UserCommand::Unsuspend => self.unsuspend(services, sink).await,
+            UserCommand::StartTotpSetup(command) => {
+                self.start_totp_setup(command, services, sink).await
+            }
+            UserCommand::VerifyTotpSetup(command) => {
+                self.verify_totp_setup(command, services, sink).await
+            }
+            UserCommand::RegenerateRecoveryCodes(command) => {
+                self.regenerate_recovery_codes(command, services, sink)
+                    .await
+            }
+            UserCommand::DisableTotp(command) => self.disable_totp(command, services, sink).await,
+            UserCommand::IssueMfaChallenge { challenge_hash } => {
+                self.issue_mfa_challenge(challenge_hash, services, sink)
+                    .await
+            }
+            UserCommand::CompleteMfaChallenge(command) => {
+                self.complete_mfa_challenge(command, services, sink).await
+            }
         }
     }
 
@@ -272,6 +316,15 @@ impl Aggregate for User {
                 self.status = UserStatus::Active;
                 self.updated_at = Some(event.unsuspended_at);
             }
+            UserEvent::TotpEnabled(ref enabled) => {
+                self.updated_at = Some(enabled.enabled_at);
+                self.mfa.apply(event);
+            }
+            UserEvent::TotpDisabled(ref disabled) => {
+                self.updated_at = Some(disabled.disabled_at);
+                self.mfa.apply(event);
+            }
+            mfa_event => self.mfa.apply(mfa_event),
         }
     }
 }
