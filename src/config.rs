@@ -29,7 +29,8 @@ pub enum Command {
     Migrate,
     /// Empty a projection's tables and rewind its checkpoint, so that `serve` rebuilds it.
     Replay {
-        /// Projection to rebuild (`profiles`, `sessions` or `api_keys`); all when omitted.
+        /// Projection to rebuild (`profiles`, `sessions`, `api_keys` or `verifications`); all when
+        /// omitted.
         projection: Option<String>,
     },
     /// Manage API keys from the command line, for example the first key of a fresh install.
@@ -143,6 +144,41 @@ pub struct Config {
     /// Longest time one request may take before it is answered with 503, in seconds.
     #[arg(long, env = "LEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+
+    /// How mail leaves the service: `file` writes `.eml` files under `<data dir>/mail`, `smtp`
+    /// sends through `LEDGER_SMTP_URL`.
+    #[arg(long, env = "LEDGER_MAIL_TRANSPORT", value_enum, default_value_t = MailTransportKind::File)]
+    pub mail_transport: MailTransportKind,
+
+    /// SMTP server URL such as `smtp://user:password@127.0.0.1:2525`, `smtps://host:465` or
+    /// `smtp://host:587?tls=required`. Required with the `smtp` transport.
+    #[arg(long, env = "LEDGER_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// Sender of every mail, as a mailbox.
+    #[arg(
+        long,
+        env = "LEDGER_MAIL_FROM",
+        default_value = "account-ledger <no-reply@localhost>"
+    )]
+    pub mail_from: String,
+
+    /// Lifetime of an email verification code or link, in seconds.
+    #[arg(long, env = "LEDGER_VERIFICATION_TTL_SECS", default_value_t = 3_600)]
+    pub verification_ttl_secs: u32,
+
+    /// Lifetime of a password reset token, in seconds.
+    #[arg(long, env = "LEDGER_RESET_TTL_SECS", default_value_t = 3_600)]
+    pub reset_ttl_secs: u32,
+}
+
+/// The ways mail can leave the service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum MailTransportKind {
+    /// `.eml` files in the data directory, for a first run without a mail server.
+    #[default]
+    File,
+    Smtp,
 }
 
 /// Environment variables with the service's prefix that some setting reads.
@@ -163,6 +199,11 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LEDGER_PROJECTION_WAIT_MS",
     "LEDGER_PROJECTION_POLL_MS",
     "LEDGER_REQUEST_TIMEOUT_SECS",
+    "LEDGER_MAIL_TRANSPORT",
+    "LEDGER_SMTP_URL",
+    "LEDGER_MAIL_FROM",
+    "LEDGER_VERIFICATION_TTL_SECS",
+    "LEDGER_RESET_TTL_SECS",
 ];
 
 impl Config {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod http;
+pub mod mail;
 pub mod store;
 pub mod telemetry;
 
@@ -47,7 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .collect();
             if selected.is_empty() {
                 anyhow::bail!(
-                    "unknown projection {:?}; expected profiles or sessions",
+                    "unknown projection {:?}; expected profiles, sessions, api_keys or verifications",
                     projection.unwrap_or_default()
                 );
             }

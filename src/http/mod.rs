@@ -3,10 +3,12 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod email;
 pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod password;
 pub mod rate_limit;
 pub mod sessions;
 pub mod users;
@@ -35,7 +37,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 use uuid::Uuid;
 
-use crate::crypto::{Argon2Hasher, Indexer};
+use crate::crypto::{Argon2Hasher, CodeHasher, Indexer};
 use crate::store::CommandBus;
 use error::{ApiError, LoggedCause, REQUEST_ID};
 use extract::{BODY_LIMIT_BYTES, RequestId};
@@ -52,6 +54,8 @@ pub struct Settings {
     pub session_lifetime: chrono::Duration,
     pub session_idle_timeout: chrono::Duration,
     pub request_timeout: Duration,
+    pub verification_lifetime: chrono::Duration,
+    pub reset_lifetime: chrono::Duration,
 }
 
 /// Everything a handler can reach, cheap to clone.
@@ -66,6 +70,7 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
+    pub codes: Arc<CodeHasher>,
 }
 
 #[derive(OpenApi)]
@@ -116,7 +121,15 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
         .routes(routes!(api_keys::revoke_api_key))
         .routes(routes!(ops::health))
-        .routes(routes!(ops::ready));
+        .routes(routes!(ops::ready))
+        .routes(routes!(email::change_email))
+        .routes(routes!(email::verify_email))
+        .routes(routes!(email::verify_email_link))
+        .routes(routes!(email::get_email_status))
+        .routes(routes!(email::resend_verification))
+        .routes(routes!(password::change_password))
+        .routes(routes!(password::request_password_reset))
+        .routes(routes!(password::confirm_password_reset));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .routes(routes!(ops::health))

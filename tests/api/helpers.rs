@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use account_ledger::app::Application;
-use account_ledger::config::{Config, LogFormat};
+use account_ledger::config::{Config, LogFormat, MailTransportKind};
 use account_ledger::store::{KeyRing, SealingRepository};
 use aggregates::sealing::DataKey;
 use aggregates::user::User;
@@ -60,6 +60,11 @@ impl TestDatabase {
             projection_wait_ms: 5_000,
             projection_poll_ms: 200,
             request_timeout_secs: 30,
+            mail_transport: MailTransportKind::File,
+            smtp_url: None,
+            mail_from: "account-ledger <no-reply@localhost>".to_owned(),
+            verification_ttl_secs: 3_600,
+            reset_ttl_secs: 3_600,
         };
         Self {
             name,

@@ -1,10 +1,11 @@
 //! Commands of the user aggregate, in the imperative.
 
+use chrono::Duration;
 use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::Profile;
-use super::events::ProfileChanges;
+use super::events::{ProfileChanges, VerificationMethod};
 use crate::personal::Personal;
 use crate::values::{Email, Locale, Metadata, Name, Phone, PictureUrl, TimeZone};
 
@@ -16,6 +17,60 @@ pub enum UserCommand {
         reason: Option<String>,
     },
     Unsuspend,
+    /// Registers the account and issues the code that verifies its address.
+    RegisterWithVerification(RegisterUser, VerificationSecrets),
+    RequestEmailChange(RequestEmailChange),
+    /// Issues a new secret for the pending verification; older ones stop working.
+    ResendVerification(VerificationSecrets),
+    VerifyEmailCode {
+        change_request_id: Uuid,
+        code_hash: String,
+    },
+    VerifyEmailLink {
+        token_hash: String,
+    },
+    ChangePassword(ChangePassword),
+    RequestPasswordReset {
+        token: String,
+        token_hash: String,
+        lifetime: Duration,
+    },
+    ConfirmPasswordReset {
+        token_hash: String,
+        new_password: SecretString,
+    },
+}
+
+/// Fresh secrets for a verification: the aggregate mails the code or the token, depending on
+/// the method, and keeps only the matching hash.
+#[derive(Clone)]
+pub struct VerificationSecrets {
+    pub change_request_id: Uuid,
+    pub code: String,
+    /// Keyed hash of `code`.
+    pub code_hash: String,
+    pub token: String,
+    /// SHA-256 of `token`.
+    pub token_hash: String,
+    pub lifetime: Duration,
+}
+
+/// Asks to move the account to `new_email`, which must be verified first.
+#[derive(Clone)]
+pub struct RequestEmailChange {
+    pub new_email: Email,
+    pub current_password: SecretString,
+    pub method: VerificationMethod,
+    pub secrets: VerificationSecrets,
+}
+
+/// Replaces the password, given the current one. `session_id` is the session that asked,
+/// which stays open.
+#[derive(Clone)]
+pub struct ChangePassword {
+    pub current_password: SecretString,
+    pub new_password: SecretString,
+    pub session_id: Option<Uuid>,
 }
 
 /// Opens an account for a new, canonical email address.

@@ -1,13 +1,20 @@
 //! The user aggregate: one stream per account, holding its credentials and profile.
 
 mod commands;
+mod credentials;
 mod events;
 #[cfg(test)]
 mod tests;
 
-pub use commands::{ProfileDraft, ProfilePatch, RegisterUser, UpdateProfile, UserCommand};
+pub use commands::{
+    ChangePassword, ProfileDraft, ProfilePatch, RegisterUser, RequestEmailChange, UpdateProfile,
+    UserCommand, VerificationSecrets,
+};
+pub use credentials::{MAX_CODE_ATTEMPTS, PendingVerification};
 pub use events::{
-    ProfileChanges, ProfileUpdated, UserEvent, UserRegistered, UserSuspended, UserUnsuspended,
+    EmailVerificationFailed, EmailVerificationRequested, EmailVerified, PasswordChangeMethod,
+    PasswordChanged, PasswordResetRequested, ProfileChanges, ProfileUpdated, UserEvent,
+    UserRegistered, UserSuspended, UserUnsuspended, VerificationMethod, VerificationPurpose,
 };
 
 use chrono::{DateTime, Utc};
@@ -65,6 +72,16 @@ pub enum UserError {
     VersionMismatch { expected: u64, current: u64 },
     #[error("service failed: {0}")]
     Service(String),
+    #[error("the current password is wrong")]
+    WrongPassword,
+    #[error("the verification code is wrong, expired or void")]
+    InvalidCode,
+    #[error("the token is unknown, expired or void")]
+    InvalidToken,
+    #[error("the account is suspended")]
+    Suspended,
+    #[error("no email verification is pending")]
+    NoPendingVerification,
 }
 
 /// State of one account, folded from its events.
@@ -78,6 +95,11 @@ pub struct User {
     version: u64,
     created_at: Option<DateTime<Utc>>,
     updated_at: Option<DateTime<Utc>>,
+    email_index: Option<String>,
+    email_verified: bool,
+    pending_verification: Option<PendingVerification>,
+    /// SHA-256 and expiry of the one reset token that still works.
+    password_reset: Option<(String, DateTime<Utc>)>,
 }
 
 impl User {
@@ -246,6 +268,7 @@ impl Aggregate for User {
             }
             UserCommand::Suspend { reason } => self.suspend(reason, services, sink).await,
             UserCommand::Unsuspend => self.unsuspend(services, sink).await,
+            command => self.handle_credentials(command, services, sink).await,
         }
     }
 
@@ -256,6 +279,7 @@ impl Aggregate for User {
                 self.user_id = Some(event.user_id);
                 self.email = event.email.into_known();
                 self.password_hash = event.password_hash.into_known();
+                self.email_index = Some(event.email_index);
                 event.profile.apply_to(&mut self.profile);
                 self.created_at = Some(event.registered_at);
                 self.updated_at = Some(event.registered_at);
@@ -272,6 +296,7 @@ impl Aggregate for User {
                 self.status = UserStatus::Active;
                 self.updated_at = Some(event.unsuspended_at);
             }
+            event => self.apply_credentials(event),
         }
     }
 }
