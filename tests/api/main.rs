@@ -4,8 +4,12 @@
 mod helpers;
 
 mod concurrency;
+mod email_change;
 mod errors;
 mod login;
+mod mail;
+mod mailbox;
+mod password;
 mod profile;
 mod projector;
 mod registration;
