@@ -108,6 +108,21 @@ impl Projection for MailOutboxProjection {
         let payload: UserEvent = serde_json::from_value(event.payload.clone())?;
 
         match payload {
+            UserEvent::UserRegistered(registered) => {
+                let Some(verification) = registered.verification else {
+                    return Ok(());
+                };
+                enqueue(
+                    connection,
+                    event,
+                    user_id,
+                    MailKind::RegistrationCode,
+                    registered.email.known(),
+                    verification.code.known(),
+                    Some(verification.expires_at),
+                )
+                .await
+            }
             UserEvent::EmailVerificationRequested(requested) => {
                 let kind = match (requested.purpose, requested.method) {
                     (VerificationPurpose::Registration, _) => MailKind::RegistrationCode,

@@ -30,6 +30,24 @@ impl Projection for VerificationsProjection {
         let payload: UserEvent = serde_json::from_value(event.payload.clone())?;
 
         match payload {
+            UserEvent::UserRegistered(registered) => {
+                let Some(verification) = registered.verification else {
+                    return Ok(());
+                };
+                sqlx::query(
+                    "INSERT INTO email_verifications
+                        (user_id, change_request_id, purpose, method, new_email, expires_at,
+                         requested_at)
+                     VALUES ($1, $2, 'registration', 'email_code', $3, $4, $5)",
+                )
+                .bind(user_id)
+                .bind(verification.change_request_id)
+                .bind(registered.email.known())
+                .bind(verification.expires_at)
+                .bind(registered.registered_at)
+                .execute(&mut *connection)
+                .await?;
+            }
             UserEvent::EmailVerificationRequested(requested) => {
                 let link = requested.method == aggregates::user::VerificationMethod::EmailLink;
                 sqlx::query(

@@ -17,7 +17,7 @@ pub enum UserCommand {
         reason: Option<String>,
     },
     Unsuspend,
-    /// Registers the account and issues the code that verifies its address.
+    /// Registers the account with a code, mailed to its address, that verifies it.
     RegisterWithVerification(RegisterUser, VerificationSecrets),
     RequestEmailChange(RequestEmailChange),
     /// Issues a new secret for the pending verification; older ones stop working.

@@ -148,16 +148,9 @@ impl User {
     ) -> Result<(), UserError> {
         let event = match command {
             UserCommand::RegisterWithVerification(registration, secrets) => {
-                let email = registration.email.clone();
-                self.register(registration, services, sink).await?;
-                self.verification_event(
-                    VerificationPurpose::Registration,
-                    VerificationMethod::EmailCode,
-                    email.as_str(),
-                    services.index.email_index(&email),
-                    secrets,
-                    services,
-                )
+                return self
+                    .register(registration, Some(secrets), services, sink)
+                    .await;
             }
             UserCommand::RequestEmailChange(command) => {
                 self.request_email_change(command, services).await?

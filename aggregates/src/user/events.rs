@@ -52,6 +52,19 @@ pub struct UserRegistered {
     pub password_hash: Personal<String>,
     pub profile: ProfileChanges,
     pub registered_at: DateTime<Utc>,
+    /// The code mailed to verify the address. Absent from events written before mail
+    /// existed, which still read as registrations without a pending verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<RegistrationVerification>,
+}
+
+/// The verification issued with a registration: a code, sealed, and its keyed hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegistrationVerification {
+    pub change_request_id: Uuid,
+    pub code: Personal<String>,
+    pub code_hash: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Profile fields changed. Only the fields that changed are present.

@@ -13,8 +13,9 @@ pub use commands::{
 pub use credentials::{MAX_CODE_ATTEMPTS, PendingVerification};
 pub use events::{
     EmailVerificationFailed, EmailVerificationRequested, EmailVerified, PasswordChangeMethod,
-    PasswordChanged, PasswordResetRequested, ProfileChanges, ProfileUpdated, UserEvent,
-    UserRegistered, UserSuspended, UserUnsuspended, VerificationMethod, VerificationPurpose,
+    PasswordChanged, PasswordResetRequested, ProfileChanges, ProfileUpdated,
+    RegistrationVerification, UserEvent, UserRegistered, UserSuspended, UserUnsuspended,
+    VerificationMethod, VerificationPurpose,
 };
 
 use chrono::{DateTime, Utc};
@@ -144,6 +145,7 @@ impl User {
     async fn register(
         &mut self,
         command: RegisterUser,
+        verification: Option<VerificationSecrets>,
         services: &UserServices,
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
@@ -163,13 +165,21 @@ impl User {
             .await
             .map_err(|error| UserError::Service(error.0))?;
 
+        let now = services.clock.now();
+        let verification = verification.map(|secrets| RegistrationVerification {
+            change_request_id: secrets.change_request_id,
+            code: Personal::Known(secrets.code),
+            code_hash: secrets.code_hash,
+            expires_at: now + secrets.lifetime,
+        });
         let event = UserRegistered {
             user_id: command.user_id,
             email_index: services.index.email_index(&command.email),
             email: Personal::Known(command.email.as_str().to_owned()),
             password_hash: Personal::Known(password_hash),
             profile: command.profile.into_changes(),
-            registered_at: services.clock.now(),
+            registered_at: now,
+            verification,
         };
         sink.write(UserEvent::UserRegistered(event), self).await;
         Ok(())
@@ -262,7 +272,7 @@ impl Aggregate for User {
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
         match command {
-            UserCommand::Register(command) => self.register(command, services, sink).await,
+            UserCommand::Register(command) => self.register(command, None, services, sink).await,
             UserCommand::UpdateProfile(command) => {
                 self.update_profile(command, services, sink).await
             }
@@ -279,6 +289,18 @@ impl Aggregate for User {
                 self.user_id = Some(event.user_id);
                 self.email = event.email.into_known();
                 self.password_hash = event.password_hash.into_known();
+                self.pending_verification = event.verification.map(|verification| {
+                    PendingVerification {
+                        change_request_id: verification.change_request_id,
+                        purpose: VerificationPurpose::Registration,
+                        method: VerificationMethod::EmailCode,
+                        new_email: self.email.clone(),
+                        new_email_index: event.email_index.clone(),
+                        secret_hash: verification.code_hash,
+                        attempts: 0,
+                        expires_at: verification.expires_at,
+                    }
+                });
                 self.email_index = Some(event.email_index);
                 event.profile.apply_to(&mut self.profile);
                 self.created_at = Some(event.registered_at);
