@@ -1,6 +1,8 @@
 //! The user aggregate: one stream per account, holding its credentials and profile.
 
 mod commands;
+#[cfg(test)]
+mod credential_tests;
 mod credentials;
 mod events;
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::*;
 use crate::services::{BlindIndex, Clock, PasswordHasher, ServiceError};
 use crate::values::{Email, Locale, Metadata, Name};
 
-struct Argon2Hasher;
+pub(super) struct Argon2Hasher;
 
 #[async_trait]
 impl PasswordHasher for Argon2Hasher {
@@ -50,13 +50,13 @@ impl BlindIndex for ReversedIndex {
     }
 }
 
-fn now() -> DateTime<Utc> {
+pub(super) fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
         .single()
         .expect("valid time")
 }
 
-fn framework() -> TestFramework<User> {
+pub(super) fn framework() -> TestFramework<User> {
     TestFramework::with(UserServices {
         hasher: Arc::new(Argon2Hasher),
         clock: Arc::new(FixedClock(now())),
@@ -64,7 +64,7 @@ fn framework() -> TestFramework<User> {
     })
 }
 
-fn registered(user_id: Uuid) -> UserEvent {
+pub(super) fn registered(user_id: Uuid) -> UserEvent {
     UserEvent::UserRegistered(UserRegistered {
         user_id,
         email: Personal::Known("ada@example.com".to_owned()),
