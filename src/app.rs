@@ -19,10 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::crypto::{Argon2Hasher, CodeHasher, Indexer, load_master_key};
-use crate::mail::MailSender;
 use crate::db;
 use crate::http::rate_limit::{PRUNE_INTERVAL, RateLimits};
 use crate::http::{AppState, Settings, router};
+use crate::mail::MailSender;
 use crate::store::{CommandBus, KeyRing, SealingRepository};
 
 /// Every projection the service runs.

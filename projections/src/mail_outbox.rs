@@ -142,7 +142,16 @@ impl Projection for MailOutboxProjection {
             }
             UserEvent::EmailVerified(verified) => {
                 let previous = verified.previous_email.known().and_then(Option::as_ref);
-                enqueue(connection, event, user_id, MailKind::EmailChanged, previous, None, None).await
+                enqueue(
+                    connection,
+                    event,
+                    user_id,
+                    MailKind::EmailChanged,
+                    previous,
+                    None,
+                    None,
+                )
+                .await
             }
             UserEvent::PasswordResetRequested(requested) => {
                 enqueue(

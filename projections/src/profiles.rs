@@ -223,11 +223,13 @@ impl Projection for ProfilesProjection {
             }
             UserEvent::PasswordChanged(changed) => {
                 if let Some(password_hash) = changed.password_hash.known() {
-                    sqlx::query("UPDATE user_credentials SET password_hash = $2 WHERE user_id = $1")
-                        .bind(user_id)
-                        .bind(password_hash)
-                        .execute(&mut *connection)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE user_credentials SET password_hash = $2 WHERE user_id = $1",
+                    )
+                    .bind(user_id)
+                    .bind(password_hash)
+                    .execute(&mut *connection)
+                    .await?;
                 }
                 Self::set_version(connection, event, user_id, Some(changed.changed_at)).await
             }

@@ -55,7 +55,10 @@ pub struct PendingChange {
     pub requested_at: DateTime<Utc>,
 }
 
-async fn pending_change(state: &AppState, user_id: Uuid) -> Result<Option<PendingChange>, ApiError> {
+async fn pending_change(
+    state: &AppState,
+    user_id: Uuid,
+) -> Result<Option<PendingChange>, ApiError> {
     let pending = sqlx::query_as::<_, PendingChange>(
         "SELECT change_request_id, purpose, new_email, method AS verification_method,
                 expires_at AS verification_expires_at, requested_at
@@ -108,7 +111,9 @@ fn parse_method(raw: Option<&str>) -> Result<VerificationMethod, ApiError> {
 
 async fn accepted(state: &AppState, user_id: Uuid) -> Result<EmailChangeAccepted, ApiError> {
     let pending = pending_change(state, user_id).await?.ok_or_else(|| {
-        ApiError::Internal(anyhow::anyhow!("the verification request was not projected"))
+        ApiError::Internal(anyhow::anyhow!(
+            "the verification request was not projected"
+        ))
     })?;
     Ok(EmailChangeAccepted {
         change_request_id: pending.change_request_id,

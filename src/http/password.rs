@@ -1,6 +1,6 @@
 //! Password change and reset. A change needs the current password and ends every other
-//! session; a reset needs a mailed single-use token and ends every session, without opening a
-//! new one, so that it can never stand in for a second factor.
+//! session. A reset needs a mailed single-use token and ends every session. It opens no new
+//! session, so that it can never stand in for a second factor.
 
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use crate::crypto::{TokenKind, hash_token, issue_token};
 use crate::store::CommandError;
 
 /// Shortest time a reset request takes, whether or not the address has an account, so that
-/// the answer's timing does not tell which.
+/// the response time does not reveal which.
 const RESET_REQUEST_FLOOR: Duration = Duration::from_millis(400);
 
 #[derive(Deserialize, ToSchema)]
@@ -110,11 +110,11 @@ impl RequestBody for ResetRequest {
 
 #[derive(Serialize, ToSchema)]
 pub struct ResetAccepted {
-    /// Always `accepted`: the answer does not say whether the address has an account.
+    /// Always `accepted`: the response does not reveal whether the address has an account.
     pub status: &'static str,
 }
 
-/// Mails a reset link to the address if an active account has it. The answer and its timing
+/// Mails a reset link to the address if an active account has it. The response and its timing
 /// are the same either way. No credential.
 #[utoipa::path(
     post, path = "/users/password/reset", tag = "auth",
@@ -160,7 +160,7 @@ pub async fn request_password_reset(
             )
             .await;
         match result {
-            // A suspended or missing account gets no mail and the same answer.
+            // A suspended or missing account gets no mail and the same response.
             Ok(_) | Err(CommandError::Rejected(_)) => {}
             Err(error) => {
                 return Err(ApiError::from_command(error, user_rejection));

@@ -2,7 +2,7 @@
 //! task that delivers the rows of the `mail_outbox` projection and marks them done.
 //!
 //! The projector writes an outbox row in the same transaction as it applies the event that
-//! asks for the mail, so a crash between a command and the send only delays the mail. Each row
+//! requests the mail, so a crash between a command and the send only delays the mail. Each row
 //! is sent in its own transaction and marked in it, so a restart does not send it again.
 
 mod render;
@@ -28,7 +28,7 @@ pub use render::{MailContent, render};
 pub const MAIL_DIR: &str = "mail";
 /// Attempts after which a mail is given up and marked `failed`.
 const MAX_ATTEMPTS: i32 = 10;
-/// Longest wait for an SMTP server to answer.
+/// Maximum wait for a reply from the SMTP server.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
 
 enum Transport {
@@ -66,7 +66,10 @@ impl MailSender {
             MailTransportKind::File => {
                 let directory: PathBuf = config.data_dir.join(MAIL_DIR);
                 std::fs::create_dir_all(&directory).with_context(|| {
-                    format!("failed to create the mail directory {}", directory.display())
+                    format!(
+                        "failed to create the mail directory {}",
+                        directory.display()
+                    )
                 })?;
                 Transport::File(AsyncFileTransport::new(directory))
             }
@@ -101,7 +104,10 @@ impl MailSender {
         tracing::info!("mail sender started");
         loop {
             if let Err(error) = self.send_pending().await {
-                tracing::warn!(error = format!("{error:#}"), "mail delivery failed; will retry");
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "mail delivery failed; will retry"
+                );
             }
             let changed = async {
                 let moved = match progress.as_mut() {
@@ -187,7 +193,10 @@ impl MailSender {
 
     /// Sends one row; `expired` when its code or token has run out and mailing it is useless.
     async fn deliver(&self, row: &OutboxRow) -> anyhow::Result<&'static str> {
-        if row.expires_at.is_some_and(|expires_at| expires_at <= Utc::now()) {
+        if row
+            .expires_at
+            .is_some_and(|expires_at| expires_at <= Utc::now())
+        {
             return Ok("expired");
         }
         let kind = MailKind::parse(&row.kind)
@@ -206,10 +215,16 @@ impl MailSender {
 
         match &self.transport {
             Transport::File(transport) => {
-                transport.send(message).await.context("writing the .eml file failed")?;
+                transport
+                    .send(message)
+                    .await
+                    .context("writing the .eml file failed")?;
             }
             Transport::Smtp(transport) => {
-                transport.send(message).await.context("the SMTP server refused the mail")?;
+                transport
+                    .send(message)
+                    .await
+                    .context("the SMTP server refused the mail")?;
             }
         }
         Ok("sent")

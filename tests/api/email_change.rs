@@ -52,13 +52,31 @@ async fn resent_code_voids_older_code() {
     let (_, request_id, first) = register_and_read_code(&app, &mut mail, "ada@example.com").await;
     let token = app.token_for("ada@example.com").await;
 
-    let resent = post(&app, "/users/me/email/resend-verification", Some(&token), &json!({})).await;
+    let resent = post(
+        &app,
+        "/users/me/email/resend-verification",
+        Some(&token),
+        &json!({}),
+    )
+    .await;
     assert_eq!(resent.status(), 202);
     let second = code_in(&mail.next_for("ada@example.com").await);
     let verify = |code: &str| json!({"change_request_id": request_id, "verification_code": code});
 
-    let old = post(&app, "/users/me/email/verify", Some(&token), &verify(&first)).await;
-    let new = post(&app, "/users/me/email/verify", Some(&token), &verify(&second)).await;
+    let old = post(
+        &app,
+        "/users/me/email/verify",
+        Some(&token),
+        &verify(&first),
+    )
+    .await;
+    let new = post(
+        &app,
+        "/users/me/email/verify",
+        Some(&token),
+        &verify(&second),
+    )
+    .await;
 
     assert_eq!(old.status(), 401);
     assert_error(&body(old).await, "AUTH_003");
@@ -195,7 +213,10 @@ async fn completed_change_moves_address() {
     let old_login = app.login("ada@example.com", PASSWORD).await;
     assert_eq!(old_login.status(), 401);
     assert_error(&body(old_login).await, "AUTH_003");
-    assert_eq!(app.login("lovelace@example.com", PASSWORD).await.status(), 200);
+    assert_eq!(
+        app.login("lovelace@example.com", PASSWORD).await.status(),
+        200
+    );
     let reused = app
         .register(&json!({"email": "ada@example.com", "password": PASSWORD}))
         .await;
@@ -259,21 +280,42 @@ async fn link_verification_changes_address_once() {
     )
     .await;
     assert_eq!(requested.status(), 202);
-    assert_eq!(body(requested).await["data"]["verification_method"], "email_link");
+    assert_eq!(
+        body(requested).await["data"]["verification_method"],
+        "email_link"
+    );
     let message = mail.next_for("lovelace@example.com").await;
     let link_token = token_in(&message, "lev_");
     assert!(message.contains(&format!(
         "http://127.0.0.1:8080/verify-email?token={link_token}"
     )));
 
-    let first = post(&app, "/users/email/verify-link", None, &json!({"token": link_token})).await;
-    let second = post(&app, "/users/email/verify-link", None, &json!({"token": link_token})).await;
+    let first = post(
+        &app,
+        "/users/email/verify-link",
+        None,
+        &json!({"token": link_token}),
+    )
+    .await;
+    let second = post(
+        &app,
+        "/users/email/verify-link",
+        None,
+        &json!({"token": link_token}),
+    )
+    .await;
 
     assert_eq!(first.status(), 200);
-    assert_eq!(body(first).await["data"]["new_email"], "lovelace@example.com");
+    assert_eq!(
+        body(first).await["data"]["new_email"],
+        "lovelace@example.com"
+    );
     assert_eq!(second.status(), 401);
     assert_error(&body(second).await, "AUTH_001");
-    assert_eq!(app.login("lovelace@example.com", PASSWORD).await.status(), 200);
+    assert_eq!(
+        app.login("lovelace@example.com", PASSWORD).await.status(),
+        200
+    );
     app.finish().await;
 }
 

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::helpers::{PASSWORD, TestApp, TestDatabase, body};
 use crate::mailbox::{MailDirectory, SmtpSink, code_in, post, register_and_read_code};
 
-/// A test database whose service sends mail to `sink`.
+/// Builds a test database whose service sends mail to `sink`.
 fn smtp_database(sink: &SmtpSink) -> TestDatabase {
     let mut database = TestDatabase::new();
     database.config.mail_transport = MailTransportKind::Smtp;
@@ -87,7 +87,10 @@ async fn email_change_flow_over_smtp() {
     let notice = sink.next_for("ada@example.com").await;
     assert!(notice.contains("Your email address was changed"));
     assert_eq!(app.login("ada@example.com", PASSWORD).await.status(), 401);
-    assert_eq!(app.login("lovelace@example.com", PASSWORD).await.status(), 200);
+    assert_eq!(
+        app.login("lovelace@example.com", PASSWORD).await.status(),
+        200
+    );
     let profile = body(app.get_me(&token).await).await;
     assert_eq!(profile["data"]["email"], "lovelace@example.com");
     assert_eq!(profile["data"]["email_verified"], true);
@@ -149,8 +152,13 @@ async fn events_hold_no_plaintext_secrets() {
     let app = TestApp::spawn().await;
     let mut mail = MailDirectory::new(&app.database.config.data_dir);
     let (_, _, code) = register_and_read_code(&app, &mut mail, "ada@example.com").await;
-    let reset = post(&app, "/users/password/reset", None, &json!({"email": "ada@example.com"}))
-        .await;
+    let reset = post(
+        &app,
+        "/users/password/reset",
+        None,
+        &json!({"email": "ada@example.com"}),
+    )
+    .await;
     assert_eq!(reset.status(), 202);
     let message = mail.next_for("ada@example.com").await;
     let token = crate::mailbox::token_in(&message, "lpr_");

@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-/// Longest wait for a mail to arrive.
+/// Maximum wait for a mail to arrive.
 const MAIL_WAIT: Duration = Duration::from_secs(15);
 
 /// One message as the SMTP server received it.

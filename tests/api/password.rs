@@ -40,7 +40,12 @@ async fn reset_token(app: &TestApp, mail: &mut MailDirectory, email: &str) -> St
     }
 }
 
-async fn change_password(app: &TestApp, token: &str, current: &str, new: &str) -> reqwest::Response {
+async fn change_password(
+    app: &TestApp,
+    token: &str,
+    current: &str,
+    new: &str,
+) -> reqwest::Response {
     post(
         app,
         "/users/me/password/change",
@@ -64,7 +69,10 @@ async fn password_change_revokes_other_sessions() {
     assert_eq!(other.status(), 401);
     assert_error(&body(other).await, "AUTH_001");
     assert_eq!(app.login("ada@example.com", PASSWORD).await.status(), 401);
-    assert_eq!(app.login("ada@example.com", NEW_PASSWORD).await.status(), 200);
+    assert_eq!(
+        app.login("ada@example.com", NEW_PASSWORD).await.status(),
+        200
+    );
     app.finish().await;
 }
 
@@ -128,7 +136,10 @@ async fn reset_confirm_revokes_every_session() {
         assert_error(&body(after).await, "AUTH_001");
     }
     assert_eq!(app.login("ada@example.com", PASSWORD).await.status(), 401);
-    assert_eq!(app.login("ada@example.com", NEW_PASSWORD).await.status(), 200);
+    assert_eq!(
+        app.login("ada@example.com", NEW_PASSWORD).await.status(),
+        200
+    );
     let reused = confirm_reset(&app, &token, "another violet ostrich song").await;
     assert_eq!(reused.status(), 401);
     assert_error(&body(reused).await, "AUTH_001");
@@ -155,7 +166,10 @@ async fn only_newest_reset_token_works() {
         assert_eq!(response.status(), 401);
         assert_error(&body(response).await, "AUTH_001");
     }
-    assert_eq!(app.login("ada@example.com", NEW_PASSWORD).await.status(), 200);
+    assert_eq!(
+        app.login("ada@example.com", NEW_PASSWORD).await.status(),
+        200
+    );
     app.finish().await;
 }
 
@@ -187,7 +201,10 @@ async fn password_change_voids_reset_token() {
 
     assert_eq!(response.status(), 401);
     assert_error(&body(response).await, "AUTH_001");
-    assert_eq!(app.login("ada@example.com", NEW_PASSWORD).await.status(), 200);
+    assert_eq!(
+        app.login("ada@example.com", NEW_PASSWORD).await.status(),
+        200
+    );
     app.finish().await;
 }
 
@@ -215,7 +232,11 @@ async fn parallel_confirms_of_one_token_one_wins() {
         .collect();
 
     assert_eq!(statuses.iter().filter(|status| **status == 200).count(), 1);
-    assert!(statuses.iter().all(|status| *status == 200 || *status == 401 || *status == 409));
+    assert!(
+        statuses
+            .iter()
+            .all(|status| *status == 200 || *status == 401 || *status == 409)
+    );
     let mut working = 0;
     for password in &passwords {
         if app.login("ada@example.com", password).await.status() == 200 {
@@ -258,7 +279,10 @@ async fn suspended_account_gets_no_reset() {
         if status == "suspended" {
             break;
         }
-        assert!(Instant::now() < deadline, "the suspension was not projected");
+        assert!(
+            Instant::now() < deadline,
+            "the suspension was not projected"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let files_before = mail.files().len();

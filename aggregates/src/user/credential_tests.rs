@@ -12,7 +12,7 @@ use crate::values::Email;
 const PASSWORD: &str = "correct horse battery staple";
 const NEW_PASSWORD: &str = "violet ostrich paints thunder";
 
-/// A registration whose password hash is real, so that password checks can pass.
+/// Builds a registration with a real password hash, so that password checks can pass.
 async fn registered_with_password(user_id: Uuid) -> UserEvent {
     let hash = Argon2Hasher
         .hash(&SecretString::from(PASSWORD))
@@ -229,7 +229,11 @@ async fn reset_of_suspended_account_is_refused() {
     });
 
     framework()
-        .given(vec![registered(user_id), reset_requested("token"), suspended])
+        .given(vec![
+            registered(user_id),
+            reset_requested("token"),
+            suspended,
+        ])
         .when_async(confirm("token"))
         .await
         .then_expect_error(UserError::Suspended);

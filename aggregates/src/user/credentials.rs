@@ -90,21 +90,14 @@ impl User {
         password: &SecretString,
         services: &UserServices,
     ) -> Result<String, UserError> {
+        // An account whose address was erased is gone for every purpose, this one included.
         let email = self
             .email
             .as_deref()
-            .and_then(|email| Email::parse(email).ok());
-        match &email {
-            Some(email) => check_password_policy(field, password.expose_secret(), email),
-            None => check_password_policy(
-                field,
-                password.expose_secret(),
-                &Email::parse("erased@invalid.example").map_err(|error| {
-                    UserError::Invalid(vec![FieldError::new(field, error.reason)])
-                })?,
-            ),
-        }
-        .map_err(|error| UserError::Invalid(vec![error]))?;
+            .and_then(|email| Email::parse(email).ok())
+            .ok_or(UserError::NotFound)?;
+        check_password_policy(field, password.expose_secret(), &email)
+            .map_err(|error| UserError::Invalid(vec![error]))?;
 
         services
             .hasher
@@ -163,9 +156,7 @@ impl User {
             UserCommand::VerifyEmailLink { token_hash } => {
                 self.verify_link(&token_hash, services)?
             }
-            UserCommand::ChangePassword(command) => {
-                self.change_password(command, services).await?
-            }
+            UserCommand::ChangePassword(command) => self.change_password(command, services).await?,
             UserCommand::RequestPasswordReset {
                 token,
                 token_hash,
@@ -184,7 +175,10 @@ impl User {
             UserCommand::ConfirmPasswordReset {
                 token_hash,
                 new_password,
-            } => self.confirm_reset(&token_hash, &new_password, services).await?,
+            } => {
+                self.confirm_reset(&token_hash, &new_password, services)
+                    .await?
+            }
             UserCommand::Register(_)
             | UserCommand::UpdateProfile(_)
             | UserCommand::Suspend { .. }
@@ -266,17 +260,23 @@ impl User {
 
         if !same_hash(&pending.secret_hash, code_hash) {
             let attempts = pending.attempts + 1;
-            return Ok(UserEvent::EmailVerificationFailed(EmailVerificationFailed {
-                change_request_id,
-                attempts,
-                voided: attempts >= MAX_CODE_ATTEMPTS,
-                failed_at: now,
-            }));
+            return Ok(UserEvent::EmailVerificationFailed(
+                EmailVerificationFailed {
+                    change_request_id,
+                    attempts,
+                    voided: attempts >= MAX_CODE_ATTEMPTS,
+                    failed_at: now,
+                },
+            ));
         }
         Ok(self.verified_event(pending, now))
     }
 
-    fn verify_link(&self, token_hash: &str, services: &UserServices) -> Result<UserEvent, UserError> {
+    fn verify_link(
+        &self,
+        token_hash: &str,
+        services: &UserServices,
+    ) -> Result<UserEvent, UserError> {
         if !self.is_registered() {
             return Err(UserError::InvalidToken);
         }

@@ -291,8 +291,8 @@ impl Aggregate for User {
                 self.user_id = Some(event.user_id);
                 self.email = event.email.into_known();
                 self.password_hash = event.password_hash.into_known();
-                self.pending_verification = event.verification.map(|verification| {
-                    PendingVerification {
+                self.pending_verification =
+                    event.verification.map(|verification| PendingVerification {
                         change_request_id: verification.change_request_id,
                         purpose: VerificationPurpose::Registration,
                         method: VerificationMethod::EmailCode,
@@ -301,8 +301,7 @@ impl Aggregate for User {
                         secret_hash: verification.code_hash,
                         attempts: 0,
                         expires_at: verification.expires_at,
-                    }
-                });
+                    });
                 self.email_index = Some(event.email_index);
                 event.profile.apply_to(&mut self.profile);
                 self.created_at = Some(event.registered_at);
