@@ -29,8 +29,8 @@ pub enum Command {
     Migrate,
     /// Empty a projection's tables and rewind its checkpoint, so that `serve` rebuilds it.
     Replay {
-        /// Projection to rebuild (`profiles`, `sessions`, `api_keys` or `verifications`); all when
-        /// omitted.
+        /// Projection to rebuild (`profiles`, `sessions`, `api_keys`, `verifications` or
+        /// `mail_outbox`); all when omitted.
         projection: Option<String>,
     },
     /// Manage API keys from the command line, for example the first key of a fresh install.

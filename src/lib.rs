@@ -48,7 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .collect();
             if selected.is_empty() {
                 anyhow::bail!(
-                    "unknown projection {:?}; expected profiles, sessions, api_keys or verifications",
+                    "unknown projection {:?}; expected profiles, sessions, api_keys, verifications or mail_outbox",
                     projection.unwrap_or_default()
                 );
             }
