@@ -4,6 +4,7 @@
 //! The current address stays in force until the new one is verified. The claim on the new
 //! address is taken, and the old one released, only by the `EmailVerified` event.
 
+use aggregates::services::BlindIndex;
 use aggregates::user::{RequestEmailChange, UserCommand, VerificationMethod, VerificationSecrets};
 use aggregates::values::{Email, FieldError};
 use axum::extract::State;
@@ -138,6 +139,7 @@ async fn accepted(state: &AppState, user_id: Uuid) -> Result<EmailChangeAccepted
         (status = 400, description = "VAL_001 invalid address or method, VAL_002 missing field", body = ErrorBody),
         (status = 401, description = "AUTH_001 invalid token, AUTH_003 wrong current password", body = ErrorBody),
         (status = 403, description = "AUTH_002 another user, USER_002 suspended", body = ErrorBody),
+        (status = 409, description = "USER_003 another account has the address", body = ErrorBody),
     )
 )]
 pub async fn change_email(
@@ -155,6 +157,13 @@ pub async fn change_email(
         .current_password
         .unwrap_or_else(|| SecretString::from(""));
 
+    let holder: Option<Uuid> =
+        sqlx::query_scalar("SELECT user_id FROM email_claims WHERE email_index = $1")
+            .bind(BlindIndex::email_index(state.indexer.as_ref(), &new_email))
+            .fetch_optional(&state.pool)
+            .await?;
+    let new_email_claimed = holder.is_some_and(|holder| holder != user_id);
+
     let secrets = new_secrets(&state, user_id, Uuid::now_v7());
     let metadata = client.metadata(caller.actor(), None);
     state
@@ -167,6 +176,7 @@ pub async fn change_email(
                     current_password: current_password.clone(),
                     method,
                     secrets: secrets.clone(),
+                    new_email_claimed,
                 })
             },
             &metadata,

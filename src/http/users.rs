@@ -189,6 +189,7 @@ pub(crate) fn user_rejection(error: UserError) -> ApiError {
         UserError::InvalidToken => ApiError::InvalidToken,
         UserError::Suspended => ApiError::Suspended,
         UserError::NoPendingVerification => ApiError::invalid("No email verification is pending"),
+        UserError::EmailTaken => ApiError::EmailTaken,
     }
 }
 

@@ -376,3 +376,22 @@ async fn unknown_link_token_is_auth_001() {
     assert_error(&body(response).await, "AUTH_001");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn change_to_taken_address_is_user_003() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com").await;
+    app.register_user("grace@example.com").await;
+
+    let response = post(
+        &app,
+        "/users/me/email/change",
+        Some(&token),
+        &json!({"new_email": "grace@example.com", "current_password": PASSWORD}),
+    )
+    .await;
+
+    assert_eq!(response.status(), 409);
+    assert_error(&body(response).await, "USER_003");
+    app.finish().await;
+}

@@ -62,6 +62,9 @@ pub struct RequestEmailChange {
     pub current_password: SecretString,
     pub method: VerificationMethod,
     pub secrets: VerificationSecrets,
+    /// Whether another account holds `new_email` now. The claim is checked again, atomically,
+    /// when the address is verified.
+    pub new_email_claimed: bool,
 }
 
 /// Replaces the password, given the current one. `session_id` is the session that asked,

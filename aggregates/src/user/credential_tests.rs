@@ -179,6 +179,7 @@ async fn email_change_needs_current_password() {
         current_password: SecretString::from("wrong horse battery"),
         method: VerificationMethod::EmailCode,
         secrets: secrets(Uuid::now_v7(), "code"),
+        new_email_claimed: true,
     });
 
     framework()
@@ -255,4 +256,22 @@ async fn reset_confirm_ends_every_session() {
     };
     assert_eq!(event.method, PasswordChangeMethod::Reset);
     assert_eq!(event.kept_session_id, None);
+}
+
+#[tokio::test]
+async fn change_to_claimed_address_is_rejected() {
+    let user_id = Uuid::now_v7();
+    let command = UserCommand::RequestEmailChange(RequestEmailChange {
+        new_email: Email::parse("grace@example.com").expect("valid"),
+        current_password: SecretString::from(PASSWORD),
+        method: VerificationMethod::EmailCode,
+        secrets: secrets(Uuid::now_v7(), "code"),
+        new_email_claimed: true,
+    });
+
+    framework()
+        .given(vec![registered_with_password(user_id).await])
+        .when_async(command)
+        .await
+        .then_expect_error(UserError::EmailTaken);
 }

@@ -206,6 +206,10 @@ impl User {
                 "is already the account's address",
             )]));
         }
+        // Checked only after the password, so the response reveals no more than registration does.
+        if command.new_email_claimed {
+            return Err(UserError::EmailTaken);
+        }
         Ok(self.verification_event(
             VerificationPurpose::EmailChange,
             command.method,

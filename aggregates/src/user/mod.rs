@@ -85,6 +85,8 @@ pub enum UserError {
     Suspended,
     #[error("no email verification is pending")]
     NoPendingVerification,
+    #[error("the email address belongs to another account")]
+    EmailTaken,
 }
 
 /// State of one account, folded from its events.
