@@ -127,8 +127,8 @@ impl MailSender {
         tracing::info!("mail sender stopped");
     }
 
-    /// Sends unsent mail oldest first, one row per transaction. Stops at the first failure,
-    /// which usually means the server is down, and returns how many went out.
+    /// Sends unsent mail oldest first, one row per transaction. Stops at the first failure
+    /// that may pass, which usually means the server is down, and returns how many went out.
     pub async fn send_pending(&self) -> anyhow::Result<usize> {
         let mut sent = 0;
         loop {
@@ -148,85 +148,123 @@ impl MailSender {
                 return Ok(sent);
             };
 
-            let outcome = self.deliver(&row).await;
-            let failed = outcome.is_err();
-            let label = match &outcome {
-                Ok(label) => Some(*label),
-                Err(error) => {
-                    tracing::warn!(
-                        mail_id = %row.mail_id,
-                        kind = %row.kind,
-                        error = format!("{error:#}"),
-                        "mail not delivered"
-                    );
-                    None
-                }
-            };
+            let delivery = self.deliver(&row).await;
+            if let Delivery::Failed { reason, .. } = &delivery {
+                // The reason names the failure only: server replies can quote the recipient.
+                tracing::warn!(mail_id = %row.mail_id, kind = %row.kind, %reason, "mail not delivered");
+            }
             sqlx::query(
                 "UPDATE mail_outbox SET
                     attempts = attempts + 1,
                     last_attempt_at = now(),
-                    outcome = CASE
-                        WHEN $2::text IS NOT NULL THEN $2
-                        WHEN attempts + 1 >= $3 THEN 'failed'
-                    END,
+                    outcome = CASE WHEN $2::text IS NULL AND attempts + 1 >= $3 THEN 'failed'
+                                   ELSE $2 END,
                     sent_at = CASE WHEN $2 = 'sent' THEN now() END,
                     secret = CASE WHEN $2::text IS NULL AND attempts + 1 < $3 THEN secret END
                   WHERE mail_id = $1",
             )
             .bind(row.mail_id)
-            .bind(label)
+            .bind(delivery.outcome())
             .bind(MAX_ATTEMPTS)
             .execute(&mut *transaction)
             .await?;
             transaction.commit().await?;
 
-            if failed {
-                anyhow::bail!("the mail transport refused a message");
-            }
-            if label == Some("sent") {
-                sent += 1;
-                tracing::info!(mail_id = %row.mail_id, kind = %row.kind, "mail sent");
+            match delivery {
+                Delivery::Sent => {
+                    sent += 1;
+                    tracing::info!(mail_id = %row.mail_id, kind = %row.kind, "mail sent");
+                }
+                Delivery::Expired => {
+                    tracing::info!(mail_id = %row.mail_id, kind = %row.kind, "mail expired unsent");
+                }
+                Delivery::Failed {
+                    permanent: false, ..
+                } => anyhow::bail!("the mail transport failed; the mail stays queued"),
+                Delivery::Failed {
+                    permanent: true, ..
+                } => {}
             }
         }
     }
 
-    /// Sends one row; `expired` when its code or token has run out and mailing it is useless.
-    async fn deliver(&self, row: &OutboxRow) -> anyhow::Result<&'static str> {
+    /// Sends one row, unless its code or token has run out and mailing it is useless.
+    async fn deliver(&self, row: &OutboxRow) -> Delivery {
         if row
             .expires_at
             .is_some_and(|expires_at| expires_at <= Utc::now())
         {
-            return Ok("expired");
+            return Delivery::Expired;
         }
-        let kind = MailKind::parse(&row.kind)
-            .with_context(|| format!("unknown mail kind {}", row.kind))?;
-        let to: Mailbox = row
-            .recipient
-            .parse()
-            .context("the stored recipient is not a valid address")?;
+        let Some(kind) = MailKind::parse(&row.kind) else {
+            return Delivery::permanent("unknown mail kind");
+        };
+        let Ok(to) = row.recipient.parse::<Mailbox>() else {
+            return Delivery::permanent("the stored recipient is not a valid address");
+        };
         let content = render(
             kind,
             row.secret.as_deref().unwrap_or_default(),
             &self.public_base_url,
             row.expires_at,
         );
-        let message = content.into_message(self.from.clone(), to)?;
+        let Ok(message) = content.into_message(self.from.clone(), to) else {
+            return Delivery::permanent("the message could not be built");
+        };
 
         match &self.transport {
-            Transport::File(transport) => {
-                transport
-                    .send(message)
-                    .await
-                    .context("writing the .eml file failed")?;
-            }
-            Transport::Smtp(transport) => {
-                transport
-                    .send(message)
-                    .await
-                    .context("the SMTP server refused the mail")?;
-            }
+            Transport::File(transport) => match transport.send(message).await {
+                Ok(_) => Delivery::Sent,
+                Err(_) => Delivery::Failed {
+                    reason: "writing the .eml file failed".to_owned(),
+                    permanent: false,
+                },
+            },
+            Transport::Smtp(transport) => match transport.send(message).await {
+                Ok(_) => Delivery::Sent,
+                Err(error) => Delivery::Failed {
+                    reason: match error.status() {
+                        Some(code) => format!("the SMTP server replied {code}"),
+                        None => "the SMTP server could not be reached".to_owned(),
+                    },
+                    permanent: error.is_permanent(),
+                },
+            },
         }
-        Ok("sent")
+    }
+}
+
+/// What happened to one outbox row.
+enum Delivery {
+    Sent,
+    /// Its code or token expired before it could go out.
+    Expired,
+    /// Not delivered; a permanent failure is not tried again.
+    Failed {
+        reason: String,
+        permanent: bool,
+    },
+}
+
+impl Delivery {
+    fn permanent(reason: &str) -> Self {
+        Self::Failed {
+            reason: reason.to_owned(),
+            permanent: true,
+        }
+    }
+
+    /// The `outcome` column: `None` leaves the row queued for another attempt.
+    fn outcome(&self) -> Option<&'static str> {
+        match self {
+            Self::Sent => Some("sent"),
+            Self::Expired => Some("expired"),
+            Self::Failed {
+                permanent: true, ..
+            } => Some("failed"),
+            Self::Failed {
+                permanent: false, ..
+            } => None,
+        }
     }
 }
