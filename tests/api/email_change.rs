@@ -5,14 +5,10 @@ use serde_json::json;
 use crate::helpers::{PASSWORD, TestApp, TestDatabase, assert_error, body};
 use crate::mailbox::{MailDirectory, code_in, post, register_and_read_code, token_in};
 
-fn mail_of(app: &TestApp) -> MailDirectory {
-    MailDirectory::new(&app.database.config.data_dir)
-}
-
 #[tokio::test]
 async fn registration_code_verifies_address() {
     let app = TestApp::spawn().await;
-    let mut mail = mail_of(&app);
+    let mut mail = MailDirectory::of(&app);
     let (_, request_id, code) = register_and_read_code(&app, &mut mail, "ada@example.com").await;
     let token = app.token_for("ada@example.com").await;
     let before = body(app.get_me(&token).await).await;
@@ -48,7 +44,7 @@ async fn registration_code_verifies_address() {
 #[tokio::test]
 async fn resent_code_voids_older_code() {
     let app = TestApp::spawn().await;
-    let mut mail = mail_of(&app);
+    let mut mail = MailDirectory::of(&app);
     let (_, request_id, first) = register_and_read_code(&app, &mut mail, "ada@example.com").await;
     let token = app.token_for("ada@example.com").await;
 
@@ -87,7 +83,7 @@ async fn resent_code_voids_older_code() {
 #[tokio::test]
 async fn five_wrong_codes_void_request() {
     let app = TestApp::spawn().await;
-    let mut mail = mail_of(&app);
+    let mut mail = MailDirectory::of(&app);
     let (_, request_id, code) = register_and_read_code(&app, &mut mail, "ada@example.com").await;
     let token = app.token_for("ada@example.com").await;
     let wrong = if code == "111111" { "222222" } else { "111111" };
@@ -120,7 +116,7 @@ async fn expired_code_is_refused() {
     let mut database = TestDatabase::new();
     database.config.verification_ttl_secs = 1;
     let app = TestApp::spawn_on(Arc::new(database)).await;
-    let mut mail = mail_of(&app);
+    let mut mail = MailDirectory::of(&app);
     let (_, request_id, code) = register_and_read_code(&app, &mut mail, "ada@example.com").await;
     let token = app.token_for("ada@example.com").await;
 
@@ -159,7 +155,7 @@ async fn change_requires_current_password() {
 #[tokio::test]
 async fn completed_change_moves_address() {
     let app = TestApp::spawn().await;
-    let mut mail = mail_of(&app);
+    let mut mail = MailDirectory::of(&app);
     register_and_read_code(&app, &mut mail, "ada@example.com").await;
     let token = app.token_for("ada@example.com").await;
 
@@ -227,7 +223,7 @@ async fn completed_change_moves_address() {
 #[tokio::test]
 async fn pending_change_does_not_reserve_address() {
     let app = TestApp::spawn().await;
-    let mut mail = mail_of(&app);
+    let mut mail = MailDirectory::of(&app);
     let (_, token) = app.signed_in("ada@example.com").await;
     let requested = body(
         post(
@@ -265,7 +261,7 @@ async fn pending_change_does_not_reserve_address() {
 #[tokio::test]
 async fn link_verification_changes_address_once() {
     let app = TestApp::spawn().await;
-    let mut mail = mail_of(&app);
+    let mut mail = MailDirectory::of(&app);
     let (_, token) = app.signed_in("ada@example.com").await;
 
     let requested = post(
@@ -322,7 +318,7 @@ async fn link_verification_changes_address_once() {
 #[tokio::test]
 async fn newer_change_request_replaces_older() {
     let app = TestApp::spawn().await;
-    let mut mail = mail_of(&app);
+    let mut mail = MailDirectory::of(&app);
     let (_, token) = app.signed_in("ada@example.com").await;
     let change = |new_email: &'static str| {
         let app = &app;

@@ -23,7 +23,7 @@ fn smtp_database(sink: &SmtpSink) -> TestDatabase {
 #[tokio::test]
 async fn file_transport_writes_readable_eml() {
     let app = TestApp::spawn().await;
-    let mut mail = MailDirectory::new(&app.database.config.data_dir);
+    let mut mail = MailDirectory::of(&app);
 
     app.register_user("ada@example.com").await;
 
@@ -150,7 +150,7 @@ async fn mail_after_crash_is_sent_once() {
 #[tokio::test]
 async fn events_hold_no_plaintext_secrets() {
     let app = TestApp::spawn().await;
-    let mut mail = MailDirectory::new(&app.database.config.data_dir);
+    let mut mail = MailDirectory::of(&app);
     let (_, _, code) = register_and_read_code(&app, &mut mail, "ada@example.com").await;
     let reset = post(
         &app,

@@ -164,6 +164,11 @@ impl MailDirectory {
         }
     }
 
+    /// The mail directory of a running test service.
+    pub fn of(app: &crate::helpers::TestApp) -> Self {
+        Self::new(&app.database.config.data_dir)
+    }
+
     /// Paths of every `.eml` file written so far.
     pub fn files(&self) -> Vec<PathBuf> {
         let Ok(entries) = std::fs::read_dir(&self.directory) else {

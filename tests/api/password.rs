@@ -11,10 +11,6 @@ use crate::mailbox::{MailDirectory, post, token_in};
 
 const NEW_PASSWORD: &str = "violet ostrich paints thunder";
 
-fn mail_of(app: &TestApp) -> MailDirectory {
-    MailDirectory::new(&app.database.config.data_dir)
-}
-
 async fn request_reset(app: &TestApp, email: &str) -> reqwest::Response {
     post(app, "/users/password/reset", None, &json!({"email": email})).await
 }
@@ -120,7 +116,7 @@ async fn reset_answers_alike_for_unknown_address() {
 #[tokio::test]
 async fn reset_confirm_revokes_every_session() {
     let app = TestApp::spawn().await;
-    let mut mail = mail_of(&app);
+    let mut mail = MailDirectory::of(&app);
     let (_, first) = app.signed_in("ada@example.com").await;
     let second = app.token_for("ada@example.com").await;
     let token = reset_token(&app, &mut mail, "ada@example.com").await;
@@ -149,7 +145,7 @@ async fn reset_confirm_revokes_every_session() {
 #[tokio::test]
 async fn only_newest_reset_token_works() {
     let app = TestApp::spawn().await;
-    let mut mail = mail_of(&app);
+    let mut mail = MailDirectory::of(&app);
     app.register_user("ada@example.com").await;
     let first = reset_token(&app, &mut mail, "ada@example.com").await;
     let second = reset_token(&app, &mut mail, "ada@example.com").await;
@@ -176,7 +172,7 @@ async fn only_newest_reset_token_works() {
 #[tokio::test]
 async fn older_reset_token_fails_before_newest_is_used() {
     let app = TestApp::spawn().await;
-    let mut mail = mail_of(&app);
+    let mut mail = MailDirectory::of(&app);
     app.register_user("ada@example.com").await;
     let first = reset_token(&app, &mut mail, "ada@example.com").await;
     reset_token(&app, &mut mail, "ada@example.com").await;
@@ -191,7 +187,7 @@ async fn older_reset_token_fails_before_newest_is_used() {
 #[tokio::test]
 async fn password_change_voids_reset_token() {
     let app = TestApp::spawn().await;
-    let mut mail = mail_of(&app);
+    let mut mail = MailDirectory::of(&app);
     let (_, session) = app.signed_in("ada@example.com").await;
     let token = reset_token(&app, &mut mail, "ada@example.com").await;
     let changed = change_password(&app, &session, PASSWORD, NEW_PASSWORD).await;
@@ -215,7 +211,7 @@ async fn parallel_confirms_of_one_token_one_wins() {
     let mut database = TestDatabase::new();
     database.config.rate_sensitive = 100;
     let app = TestApp::spawn_on(Arc::new(database)).await;
-    let mut mail = mail_of(&app);
+    let mut mail = MailDirectory::of(&app);
     app.register_user("ada@example.com").await;
     let token = reset_token(&app, &mut mail, "ada@example.com").await;
     let passwords: Vec<String> = (0..10)
@@ -251,7 +247,7 @@ async fn parallel_confirms_of_one_token_one_wins() {
 #[tokio::test]
 async fn suspended_account_gets_no_reset() {
     let app = TestApp::spawn().await;
-    let mut mail = mail_of(&app);
+    let mut mail = MailDirectory::of(&app);
     let user_id = app.register_user("ada@example.com").await;
     mail.next_for("ada@example.com").await;
     let token = reset_token(&app, &mut mail, "ada@example.com").await;
