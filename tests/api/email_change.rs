@@ -3,7 +3,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::helpers::{PASSWORD, TestApp, TestDatabase, assert_error, body};
-use crate::mailbox::{MailDirectory, code_in, post, register_and_read_code, token_in};
+use crate::mailbox::{MailDirectory, code_in, post, register_and_read_code, token_in, verify_code};
 
 #[tokio::test]
 async fn registration_code_verifies_address() {
@@ -13,20 +13,8 @@ async fn registration_code_verifies_address() {
     let token = app.token_for("ada@example.com").await;
     let before = body(app.get_me(&token).await).await;
 
-    let wrong = post(
-        &app,
-        "/users/me/email/verify",
-        Some(&token),
-        &json!({"change_request_id": request_id, "verification_code": "000000x"}),
-    )
-    .await;
-    let right = post(
-        &app,
-        "/users/me/email/verify",
-        Some(&token),
-        &json!({"change_request_id": request_id, "verification_code": code}),
-    )
-    .await;
+    let wrong = verify_code(&app, &token, &request_id, &"000000x").await;
+    let right = verify_code(&app, &token, &request_id, &code).await;
 
     assert_eq!(before["data"]["email_verified"], false);
     assert_eq!(wrong.status(), 401);
@@ -57,22 +45,9 @@ async fn resent_code_voids_older_code() {
     .await;
     assert_eq!(resent.status(), 202);
     let second = code_in(&mail.next_for("ada@example.com").await);
-    let verify = |code: &str| json!({"change_request_id": request_id, "verification_code": code});
 
-    let old = post(
-        &app,
-        "/users/me/email/verify",
-        Some(&token),
-        &verify(&first),
-    )
-    .await;
-    let new = post(
-        &app,
-        "/users/me/email/verify",
-        Some(&token),
-        &verify(&second),
-    )
-    .await;
+    let old = verify_code(&app, &token, &request_id, &first).await;
+    let new = verify_code(&app, &token, &request_id, &second).await;
 
     assert_eq!(old.status(), 401);
     assert_error(&body(old).await, "AUTH_003");
@@ -89,22 +64,10 @@ async fn five_wrong_codes_void_request() {
     let wrong = if code == "111111" { "222222" } else { "111111" };
 
     for _ in 0..5 {
-        let response = post(
-            &app,
-            "/users/me/email/verify",
-            Some(&token),
-            &json!({"change_request_id": request_id, "verification_code": wrong}),
-        )
-        .await;
+        let response = verify_code(&app, &token, &request_id, &wrong).await;
         assert_eq!(response.status(), 401);
     }
-    let right = post(
-        &app,
-        "/users/me/email/verify",
-        Some(&token),
-        &json!({"change_request_id": request_id, "verification_code": code}),
-    )
-    .await;
+    let right = verify_code(&app, &token, &request_id, &code).await;
 
     assert_eq!(right.status(), 401);
     assert_error(&body(right).await, "AUTH_003");
@@ -121,13 +84,7 @@ async fn expired_code_is_refused() {
     let token = app.token_for("ada@example.com").await;
 
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
-    let response = post(
-        &app,
-        "/users/me/email/verify",
-        Some(&token),
-        &json!({"change_request_id": request_id, "verification_code": code}),
-    )
-    .await;
+    let response = verify_code(&app, &token, &request_id, &code).await;
 
     assert_eq!(response.status(), 401);
     assert_error(&body(response).await, "AUTH_003");
@@ -189,16 +146,7 @@ async fn completed_change_moves_address() {
         "lovelace@example.com"
     );
 
-    let verified = post(
-        &app,
-        "/users/me/email/verify",
-        Some(&token),
-        &json!({
-            "change_request_id": requested["data"]["change_request_id"],
-            "verification_code": code,
-        }),
-    )
-    .await;
+    let verified = verify_code(&app, &token, &requested["data"]["change_request_id"], &code).await;
 
     assert_eq!(verified.status(), 200);
     let verified = body(verified).await;
@@ -240,16 +188,7 @@ async fn pending_change_does_not_reserve_address() {
     let other = app
         .register(&json!({"email": "grace@example.com", "password": PASSWORD}))
         .await;
-    let verified = post(
-        &app,
-        "/users/me/email/verify",
-        Some(&token),
-        &json!({
-            "change_request_id": requested["data"]["change_request_id"],
-            "verification_code": code,
-        }),
-    )
-    .await;
+    let verified = verify_code(&app, &token, &requested["data"]["change_request_id"], &code).await;
 
     assert_eq!(other.status(), 201);
     assert_eq!(verified.status(), 409);
@@ -340,14 +279,11 @@ async fn newer_change_request_replaces_older() {
     let first_code = code_in(&mail.next_for("first@example.com").await);
     change("second@example.com").await;
 
-    let response = post(
+    let response = verify_code(
         &app,
-        "/users/me/email/verify",
-        Some(&token),
-        &json!({
-            "change_request_id": first["data"]["change_request_id"],
-            "verification_code": first_code,
-        }),
+        &token,
+        &first["data"]["change_request_id"],
+        &first_code,
     )
     .await;
 

@@ -10,7 +10,7 @@ use cqrs_es::EventStore;
 use serde_json::json;
 
 use crate::helpers::{PASSWORD, TestApp, TestDatabase, body};
-use crate::mailbox::{MailDirectory, SmtpSink, code_in, post, register_and_read_code};
+use crate::mailbox::{MailDirectory, SmtpSink, code_in, post, register_and_read_code, verify_code};
 
 /// Builds a test database whose service sends mail to `sink`.
 fn smtp_database(sink: &SmtpSink) -> TestDatabase {
@@ -49,14 +49,11 @@ async fn email_change_flow_over_smtp() {
     .await;
     let code = code_in(&sink.next_for("ada@example.com").await);
     let token = app.token_for("ada@example.com").await;
-    let verified = post(
+    let verified = verify_code(
         &app,
-        "/users/me/email/verify",
-        Some(&token),
-        &json!({
-            "change_request_id": registered["data"]["change_request_id"],
-            "verification_code": code,
-        }),
+        &token,
+        &registered["data"]["change_request_id"],
+        &code,
     )
     .await;
     assert_eq!(verified.status(), 200);
@@ -72,16 +69,7 @@ async fn email_change_flow_over_smtp() {
     )
     .await;
     let code = code_in(&sink.next_for("lovelace@example.com").await);
-    let changed = post(
-        &app,
-        "/users/me/email/verify",
-        Some(&token),
-        &json!({
-            "change_request_id": requested["data"]["change_request_id"],
-            "verification_code": code,
-        }),
-    )
-    .await;
+    let changed = verify_code(&app, &token, &requested["data"]["change_request_id"], &code).await;
 
     assert_eq!(changed.status(), 200);
     let notice = sink.next_for("ada@example.com").await;

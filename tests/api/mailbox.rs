@@ -251,6 +251,20 @@ pub async fn post(
     request.send().await.expect("request sent")
 }
 
+/// Submits a verification code for the caller's own address change or registration.
+pub async fn verify_code(
+    app: &crate::helpers::TestApp,
+    token: &str,
+    change_request_id: &impl serde::Serialize,
+    code: &impl serde::Serialize,
+) -> reqwest::Response {
+    let body = serde_json::json!({
+        "change_request_id": change_request_id,
+        "verification_code": code,
+    });
+    post(app, "/users/me/email/verify", Some(token), &body).await
+}
+
 /// Registers `email` and returns its user id, the `change_request_id` of its verification and
 /// the code mailed to it.
 pub async fn register_and_read_code(
