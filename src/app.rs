@@ -10,18 +10,19 @@ use anyhow::Context;
 use axum::Router;
 use postgres_es::PostgresEventRepository;
 use projections::{
-    ApiKeysProjection, MfaProjection, ProfilesProjection, Projection, Projector, ProjectorHandle,
-    SessionsProjection,
+    ApiKeysProjection, MailOutboxProjection, MfaProjection, ProfilesProjection, Projection,
+    Projector, ProjectorHandle, SessionsProjection, VerificationsProjection,
 };
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::crypto::{Argon2Hasher, Indexer, load_master_key};
+use crate::crypto::{Argon2Hasher, CodeHasher, Indexer, load_master_key};
 use crate::db;
 use crate::http::rate_limit::{PRUNE_INTERVAL, RateLimits};
 use crate::http::{AppState, Settings, router};
+use crate::mail::MailSender;
 use crate::mfa::MfaSettings;
 use crate::store::{CommandBus, KeyRing, SealingRepository};
 
@@ -35,6 +36,8 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(SessionsProjection),
         Arc::new(ApiKeysProjection),
         Arc::new(MfaProjection),
+        Arc::new(VerificationsProjection),
+        Arc::new(MailOutboxProjection),
     ]
 }
 
@@ -45,6 +48,7 @@ pub struct Application {
     projector: ProjectorHandle,
     shutdown: CancellationToken,
     projector_shutdown: CancellationToken,
+    mail_task: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -69,6 +73,7 @@ impl Application {
             count => count,
         };
         let hasher = Arc::new(Argon2Hasher::new(hash_concurrency)?);
+        let mail_sender = MailSender::from_config(config, pool.clone())?;
 
         let projector_shutdown = CancellationToken::new();
         let projector = Projector::new(
@@ -80,6 +85,10 @@ impl Application {
         .spawn(projector_shutdown.clone())
         .await
         .context("failed to start the projector")?;
+        let mail_task = tokio::spawn(mail_sender.run(
+            projector.progress(MailOutboxProjection.name()),
+            projector_shutdown.clone(),
+        ));
 
         // Reads are served from the projections, so they catch up before the first request.
         let caught_up = projector
@@ -152,8 +161,13 @@ impl Application {
                     config.session_idle_timeout_secs,
                 )),
                 request_timeout: Duration::from_secs(config.request_timeout_secs),
+                verification_lifetime: chrono::Duration::seconds(i64::from(
+                    config.verification_ttl_secs,
+                )),
+                reset_lifetime: chrono::Duration::seconds(i64::from(config.reset_ttl_secs)),
             }),
             mfa,
+            codes: Arc::new(CodeHasher::new(&master)),
         };
 
         let listener = TcpListener::bind(&config.bind)
@@ -167,6 +181,7 @@ impl Application {
             projector,
             shutdown,
             projector_shutdown,
+            mail_task,
         })
     }
 
@@ -209,6 +224,9 @@ impl Application {
 
         self.projector_shutdown.cancel();
         self.projector.join().await;
+        if let Err(error) = self.mail_task.await {
+            tracing::error!(%error, "mail sender task failed");
+        }
         self.pool.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -30,6 +30,8 @@ pub enum Command {
     /// Empty a projection's tables and rewind its checkpoint, so that `serve` rebuilds it.
     Replay {
         /// Projection to rebuild (`profiles`, `sessions`, `api_keys` or `mfa`); all when omitted.
+        /// Projection to rebuild (`profiles`, `sessions`, `api_keys`, `verifications` or
+        /// `mail_outbox`); all when omitted.
         projection: Option<String>,
     },
     /// Manage API keys from the command line, for example the first key of a fresh install.
@@ -147,6 +149,40 @@ pub struct Config {
     /// Issuer that authenticator apps show for a TOTP entry, also the prefix of its label.
     #[arg(long, env = "LEDGER_TOTP_ISSUER", default_value = "account-ledger")]
     pub totp_issuer: String,
+    /// How mail leaves the service: `file` writes `.eml` files under `<data dir>/mail`, `smtp`
+    /// sends through `LEDGER_SMTP_URL`.
+    #[arg(long, env = "LEDGER_MAIL_TRANSPORT", value_enum, default_value_t = MailTransportKind::File)]
+    pub mail_transport: MailTransportKind,
+
+    /// SMTP server URL such as `smtp://user:password@127.0.0.1:2525`, `smtps://host:465` or
+    /// `smtp://host:587?tls=required`. Required with the `smtp` transport.
+    #[arg(long, env = "LEDGER_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// Sender of every mail, as a mailbox.
+    #[arg(
+        long,
+        env = "LEDGER_MAIL_FROM",
+        default_value = "account-ledger <no-reply@localhost>"
+    )]
+    pub mail_from: String,
+
+    /// Lifetime of an email verification code or link, in seconds.
+    #[arg(long, env = "LEDGER_VERIFICATION_TTL_SECS", default_value_t = 3_600)]
+    pub verification_ttl_secs: u32,
+
+    /// Lifetime of a password reset token, in seconds.
+    #[arg(long, env = "LEDGER_RESET_TTL_SECS", default_value_t = 3_600)]
+    pub reset_ttl_secs: u32,
+}
+
+/// The ways mail can leave the service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum MailTransportKind {
+    /// `.eml` files in the data directory, for a first run without a mail server.
+    #[default]
+    File,
+    Smtp,
 }
 
 /// Environment variables with the service's prefix that some setting reads.
@@ -168,6 +204,11 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LEDGER_PROJECTION_POLL_MS",
     "LEDGER_REQUEST_TIMEOUT_SECS",
     "LEDGER_TOTP_ISSUER",
+    "LEDGER_MAIL_TRANSPORT",
+    "LEDGER_SMTP_URL",
+    "LEDGER_MAIL_FROM",
+    "LEDGER_VERIFICATION_TTL_SECS",
+    "LEDGER_RESET_TTL_SECS",
 ];
 
 impl Config {

@@ -123,6 +123,10 @@ pub enum TokenKind {
     ApiKey,
     /// The second step of a login; good only at `/auth/login/mfa`.
     Mfa,
+    /// A link token that verifies an email address.
+    EmailLink,
+    /// A token that resets a password.
+    PasswordReset,
 }
 
 impl TokenKind {
@@ -131,6 +135,8 @@ impl TokenKind {
             Self::Session => "las_",
             Self::ApiKey => "lak_",
             Self::Mfa => "lam_",
+            Self::EmailLink => "lev_",
+            Self::PasswordReset => "lpr_",
         }
     }
 }
@@ -156,6 +162,36 @@ pub fn issue_token(kind: TokenKind) -> IssuedToken {
 /// Hex SHA-256 of a token, the only form in which tokens are stored.
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Six-digit email verification codes and their keyed hashes. A code has only a million
+/// values, so a plain hash would fall to a table; the key is derived from the master key.
+pub struct CodeHasher {
+    key: DataKey,
+}
+
+impl CodeHasher {
+    pub fn new(master: &DataKey) -> Self {
+        Self {
+            key: derive_key(master, "verification-code/v1"),
+        }
+    }
+
+    /// Draws a uniformly random code of six digits, leading zeros included.
+    pub fn generate(&self) -> String {
+        use rand::Rng;
+        format!("{:06}", rand::thread_rng().gen_range(0..1_000_000))
+    }
+
+    /// Hex HMAC-SHA256 of the code, bound to the account it was issued for.
+    pub fn hash(&self, user_id: &uuid::Uuid, code: &str) -> String {
+        let mut mac =
+            HmacSha256::new_from_slice(self.key.expose_bytes()).expect("HMAC takes any key");
+        mac.update(user_id.as_bytes());
+        mac.update(b":");
+        mac.update(code.trim().as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
 }
 
 /// argon2id hashing on the blocking pool, with at most `concurrency` hashes at once so that a

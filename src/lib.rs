@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod http;
+pub mod mail;
 pub mod mfa;
 pub mod store;
 pub mod telemetry;

@@ -6,16 +6,20 @@
 //! resetting its checkpoint.
 
 mod api_keys;
+mod mail_outbox;
 mod mfa;
 mod profiles;
 mod projector;
 mod sessions;
+mod verifications;
 
 pub use api_keys::ApiKeysProjection;
+pub use mail_outbox::{MailKind, MailOutboxProjection};
 pub use mfa::MfaProjection;
 pub use profiles::ProfilesProjection;
 pub use projector::{Projector, ProjectorHandle, reset_projection};
 pub use sessions::SessionsProjection;
+pub use verifications::VerificationsProjection;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -159,16 +159,22 @@ impl ProfilesProjection {
         Ok(())
     }
 
+    /// Keeps `version` equal to the aggregate's sequence, which `If-Match` compares against.
     async fn set_version(
         connection: &mut PgConnection,
         event: &StoredEvent,
         user_id: Uuid,
+        updated_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> anyhow::Result<()> {
-        sqlx::query("UPDATE user_profiles SET version = $2 WHERE user_id = $1")
-            .bind(user_id)
-            .bind(event.sequence)
-            .execute(&mut *connection)
-            .await?;
+        sqlx::query(
+            "UPDATE user_profiles SET version = $2, updated_at = COALESCE($3, updated_at)
+              WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .bind(event.sequence)
+        .bind(updated_at)
+        .execute(&mut *connection)
+        .await?;
         Ok(())
     }
 }
@@ -235,8 +241,37 @@ impl Projection for ProfilesProjection {
             | UserEvent::RecoveryCodesRegenerated(_)
             | UserEvent::MfaChallengeIssued(_)
             | UserEvent::MfaChallengeFailed(_)
-            | UserEvent::MfaChallengeCompleted(_) => {
-                Self::set_version(connection, event, user_id).await
+            | UserEvent::MfaChallengeCompleted(_)
+            | UserEvent::EmailVerificationRequested(_)
+            | UserEvent::EmailVerificationFailed(_)
+            | UserEvent::PasswordResetRequested(_) => {
+                Self::set_version(connection, event, user_id, None).await
+            }
+            UserEvent::EmailVerified(verified) => {
+                sqlx::query(
+                    "UPDATE user_profiles
+                        SET email = $2, email_verified = true, updated_at = $3, version = $4
+                      WHERE user_id = $1",
+                )
+                .bind(user_id)
+                .bind(verified.email.known())
+                .bind(verified.verified_at)
+                .bind(event.sequence)
+                .execute(&mut *connection)
+                .await?;
+                Ok(())
+            }
+            UserEvent::PasswordChanged(changed) => {
+                if let Some(password_hash) = changed.password_hash.known() {
+                    sqlx::query(
+                        "UPDATE user_credentials SET password_hash = $2 WHERE user_id = $1",
+                    )
+                    .bind(user_id)
+                    .bind(password_hash)
+                    .execute(&mut *connection)
+                    .await?;
+                }
+                Self::set_version(connection, event, user_id, Some(changed.changed_at)).await
             }
         }
     }

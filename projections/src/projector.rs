@@ -108,6 +108,11 @@ impl Projector {
 }
 
 impl ProjectorHandle {
+    /// Follows how far one projection has got, for work that runs after it commits.
+    pub fn progress(&self, projection: &str) -> Option<watch::Receiver<StreamPosition>> {
+        self.positions.get(projection).cloned()
+    }
+
     /// Waits until every projection has passed `target`, or until `timeout`. Returns whether
     /// all of them got there.
     pub async fn wait_for(&self, target: StreamPosition, timeout: Duration) -> bool {

@@ -2,7 +2,7 @@
 
 use aggregates::personal::Personal;
 use aggregates::session::{Session, SessionEvent};
-use aggregates::user::{User, UserEvent};
+use aggregates::user::{PasswordChangeMethod, User, UserEvent};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use sqlx::PgConnection;
@@ -40,6 +40,37 @@ async fn revoke_on_suspension(
     Ok(())
 }
 
+/// Ends the sessions of a user whose password changed: all but the one that asked for a
+/// change, and all of them after a reset.
+async fn revoke_on_password_change(
+    connection: &mut PgConnection,
+    event: &StoredEvent,
+) -> anyhow::Result<()> {
+    if event.event_type != "PasswordChanged" {
+        return Ok(());
+    }
+    let user_id: Uuid = event.aggregate_id.parse()?;
+    let UserEvent::PasswordChanged(changed) = serde_json::from_value(event.payload.clone())? else {
+        return Ok(());
+    };
+    let reason = match changed.method {
+        PasswordChangeMethod::Change => "password_changed",
+        PasswordChangeMethod::Reset => "password_reset",
+    };
+    sqlx::query(
+        "UPDATE sessions SET revoked_at = $2, revocation_reason = $3
+          WHERE user_id = $1 AND revoked_at IS NULL
+            AND session_id IS DISTINCT FROM $4",
+    )
+    .bind(user_id)
+    .bind(changed.changed_at)
+    .bind(reason)
+    .bind(changed.kept_session_id)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl Projection for SessionsProjection {
     fn name(&self) -> &'static str {
@@ -52,6 +83,7 @@ impl Projection for SessionsProjection {
         event: &StoredEvent,
     ) -> anyhow::Result<()> {
         if event.aggregate_type == User::TYPE {
+            revoke_on_password_change(connection, event).await?;
             return revoke_on_suspension(connection, event).await;
         }
         if event.aggregate_type != Session::TYPE {

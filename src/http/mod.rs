@@ -3,11 +3,13 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod email;
 pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod mfa;
 pub mod ops;
+pub mod password;
 pub mod rate_limit;
 pub mod sessions;
 pub mod users;
@@ -36,7 +38,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 use uuid::Uuid;
 
-use crate::crypto::{Argon2Hasher, Indexer};
+use crate::crypto::{Argon2Hasher, CodeHasher, Indexer};
 use crate::store::CommandBus;
 use error::{ApiError, LoggedCause, REQUEST_ID};
 use extract::{BODY_LIMIT_BYTES, RequestId};
@@ -53,6 +55,8 @@ pub struct Settings {
     pub session_lifetime: chrono::Duration,
     pub session_idle_timeout: chrono::Duration,
     pub request_timeout: Duration,
+    pub verification_lifetime: chrono::Duration,
+    pub reset_lifetime: chrono::Duration,
 }
 
 /// Everything a handler can reach, cheap to clone.
@@ -68,6 +72,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub mfa: Arc<crate::mfa::MfaSettings>,
+    pub codes: Arc<CodeHasher>,
 }
 
 #[derive(OpenApi)]
@@ -125,7 +130,15 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(mfa::regenerate_recovery_codes))
         .routes(routes!(mfa::login_mfa))
         .routes(routes!(ops::health))
-        .routes(routes!(ops::ready));
+        .routes(routes!(ops::ready))
+        .routes(routes!(email::change_email))
+        .routes(routes!(email::verify_email))
+        .routes(routes!(email::verify_email_link))
+        .routes(routes!(email::get_email_status))
+        .routes(routes!(email::resend_verification))
+        .routes(routes!(password::change_password))
+        .routes(routes!(password::request_password_reset))
+        .routes(routes!(password::confirm_password_reset));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .routes(routes!(ops::health))

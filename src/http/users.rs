@@ -176,7 +176,7 @@ impl RegisterRequest {
     }
 }
 
-pub(super) fn user_rejection(error: UserError) -> ApiError {
+pub(crate) fn user_rejection(error: UserError) -> ApiError {
     match error {
         UserError::AlreadyRegistered => ApiError::EmailTaken,
         UserError::NotFound => ApiError::UserNotFound,
@@ -195,15 +195,28 @@ pub(super) fn user_rejection(error: UserError) -> ApiError {
         ),
         UserError::ChallengeInvalid => ApiError::InvalidToken,
         UserError::Suspended => ApiError::Suspended,
+        UserError::InvalidCode => ApiError::InvalidCredentials,
+        UserError::InvalidToken => ApiError::InvalidToken,
+        UserError::NoPendingVerification => ApiError::invalid("No email verification is pending"),
+        UserError::EmailTaken => ApiError::EmailTaken,
     }
 }
 
-/// Registers an account. No credential is needed.
+/// A new account, with the verification request whose code was mailed to its address.
+#[derive(Serialize, ToSchema)]
+pub struct RegisteredView {
+    #[serde(flatten)]
+    pub profile: ProfileView,
+    /// Send it with the mailed code to `POST /users/{userId}/email/verify`.
+    pub change_request_id: Uuid,
+}
+
+/// Registers an account and mails a six-digit code to its address. No credential is needed.
 #[utoipa::path(
     post, path = "/users", tag = "users",
     request_body = RegisterRequest,
     responses(
-        (status = 201, description = "Account created", body = SuccessBody<ProfileView>),
+        (status = 201, description = "Account created; the code is mailed", body = SuccessBody<RegisteredView>),
         (status = 400, description = "VAL_001 invalid field or weak password, VAL_002 missing field", body = ErrorBody),
         (status = 409, description = "USER_003 the email address is taken", body = ErrorBody),
     )
@@ -228,25 +241,29 @@ pub async fn register_user(
     }
 
     let metadata = client.metadata(format!("user:{user_id}"), None);
+    let secrets = super::email::new_secrets(&state, user_id, Uuid::now_v7());
     state
         .users
         .execute(
             &user_id.to_string(),
-            || UserCommand::Register(command.clone()),
+            || UserCommand::RegisterWithVerification(command.clone(), secrets.clone()),
             &metadata,
         )
         .await
         .map_err(|error| ApiError::from_command(error, user_rejection))?;
 
     let profile = load_profile(&state, user_id).await?;
+    let etag = profile.etag();
     let location = HeaderValue::from_str(&format!("/api/v1/users/{user_id}"))
         .map_err(|error| ApiError::Internal(error.into()))?;
     let mut headers = HeaderMap::new();
     headers.insert(header::LOCATION, location);
-    Ok((
-        headers,
-        profile_response(Success::created("User registered", profile)),
-    ))
+    headers.insert(header::ETAG, etag);
+    let registered = RegisteredView {
+        profile,
+        change_request_id: secrets.change_request_id,
+    };
+    Ok((headers, Success::created("User registered", registered)))
 }
 
 /// Returns a profile. Bearer token of that user (`{userId}` may be `me`), or an API key with

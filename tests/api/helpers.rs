@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use account_ledger::app::Application;
-use account_ledger::config::{Config, LogFormat};
+use account_ledger::config::{Config, LogFormat, MailTransportKind};
 use account_ledger::store::{KeyRing, SealingRepository};
 use aggregates::sealing::DataKey;
 use aggregates::services::Clock;
@@ -64,6 +64,11 @@ impl TestDatabase {
             projection_poll_ms: 200,
             request_timeout_secs: 30,
             totp_issuer: "account-ledger".to_owned(),
+            mail_transport: MailTransportKind::File,
+            smtp_url: None,
+            mail_from: "account-ledger <no-reply@localhost>".to_owned(),
+            verification_ttl_secs: 3_600,
+            reset_ttl_secs: 3_600,
         };
         Self {
             name,

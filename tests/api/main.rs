@@ -5,9 +5,13 @@ mod helpers;
 
 mod api_keys;
 mod concurrency;
+mod email_change;
 mod errors;
 mod login;
+mod mail;
+mod mailbox;
 mod mfa;
+mod password;
 mod profile;
 mod projector;
 mod rate_limits;

@@ -1,10 +1,11 @@
 //! Commands of the user aggregate, in the imperative.
 
+use chrono::Duration;
 use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::Profile;
-use super::events::ProfileChanges;
+use super::events::{ProfileChanges, VerificationMethod};
 use crate::personal::Personal;
 use crate::values::{Email, Locale, Metadata, Name, Phone, PictureUrl, TimeZone};
 
@@ -25,6 +26,28 @@ pub enum UserCommand {
         challenge_hash: String,
     },
     CompleteMfaChallenge(CompleteMfaChallenge),
+    /// Registers the account with a code, mailed to its address, that verifies it.
+    RegisterWithVerification(RegisterUser, VerificationSecrets),
+    RequestEmailChange(RequestEmailChange),
+    /// Issues a new secret for the pending verification; older ones stop working.
+    ResendVerification(VerificationSecrets),
+    VerifyEmailCode {
+        change_request_id: Uuid,
+        code_hash: String,
+    },
+    VerifyEmailLink {
+        token_hash: String,
+    },
+    ChangePassword(ChangePassword),
+    RequestPasswordReset {
+        token: String,
+        token_hash: String,
+        lifetime: Duration,
+    },
+    ConfirmPasswordReset {
+        token_hash: String,
+        new_password: SecretString,
+    },
 }
 
 /// Issues a new TOTP secret for enrolment, replacing any unverified one.
@@ -72,6 +95,41 @@ pub enum SecondFactor {
     Totp(String),
     /// The keyed hash of a recovery code; the code itself never reaches the aggregate.
     RecoveryCode { hash: String },
+}
+
+/// Fresh secrets for a verification: the aggregate mails the code or the token, depending on
+/// the method, and keeps only the matching hash.
+#[derive(Clone)]
+pub struct VerificationSecrets {
+    pub change_request_id: Uuid,
+    pub code: String,
+    /// Keyed hash of `code`.
+    pub code_hash: String,
+    pub token: String,
+    /// SHA-256 of `token`.
+    pub token_hash: String,
+    pub lifetime: Duration,
+}
+
+/// Asks to move the account to `new_email`, which must be verified first.
+#[derive(Clone)]
+pub struct RequestEmailChange {
+    pub new_email: Email,
+    pub current_password: SecretString,
+    pub method: VerificationMethod,
+    pub secrets: VerificationSecrets,
+    /// Whether another account holds `new_email` now. The claim is checked again, atomically,
+    /// when the address is verified.
+    pub new_email_claimed: bool,
+}
+
+/// Replaces the password, given the current one. `session_id` is the session that asked,
+/// which stays open.
+#[derive(Clone)]
+pub struct ChangePassword {
+    pub current_password: SecretString,
+    pub new_password: SecretString,
+    pub session_id: Option<Uuid>,
 }
 
 /// Opens an account for a new, canonical email address.

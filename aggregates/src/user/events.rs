@@ -24,6 +24,11 @@ pub enum UserEvent {
     MfaChallengeIssued(MfaChallengeIssued),
     MfaChallengeFailed(MfaChallengeFailed),
     MfaChallengeCompleted(MfaChallengeCompleted),
+    EmailVerificationRequested(EmailVerificationRequested),
+    EmailVerificationFailed(EmailVerificationFailed),
+    EmailVerified(EmailVerified),
+    PasswordChanged(PasswordChanged),
+    PasswordResetRequested(PasswordResetRequested),
 }
 
 impl DomainEvent for UserEvent {
@@ -42,6 +47,11 @@ impl DomainEvent for UserEvent {
             Self::MfaChallengeIssued(_) => "MfaChallengeIssued",
             Self::MfaChallengeFailed(_) => "MfaChallengeFailed",
             Self::MfaChallengeCompleted(_) => "MfaChallengeCompleted",
+            Self::EmailVerificationRequested(_) => "EmailVerificationRequested",
+            Self::EmailVerificationFailed(_) => "EmailVerificationFailed",
+            Self::EmailVerified(_) => "EmailVerified",
+            Self::PasswordChanged(_) => "PasswordChanged",
+            Self::PasswordResetRequested(_) => "PasswordResetRequested",
         }
         .to_owned()
     }
@@ -60,6 +70,19 @@ pub struct UserRegistered {
     pub password_hash: Personal<String>,
     pub profile: ProfileChanges,
     pub registered_at: DateTime<Utc>,
+    /// The code mailed to verify the address. Absent from events written before mail
+    /// existed, which still read as registrations without a pending verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<RegistrationVerification>,
+}
+
+/// The verification issued with a registration: a code, sealed, and its keyed hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegistrationVerification {
+    pub change_request_id: Uuid,
+    pub code: Personal<String>,
+    pub code_hash: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Profile fields changed. Only the fields that changed are present.
@@ -150,6 +173,101 @@ pub struct MfaChallengeFailed {
 pub struct MfaChallengeCompleted {
     pub challenge_hash: String,
     pub completed_at: DateTime<Utc>,
+}
+
+/// Why an address is being verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationPurpose {
+    /// The address the account was registered with.
+    Registration,
+    /// A new address that replaces the current one once verified.
+    EmailChange,
+}
+
+/// How the owner of an address proves it: a six-digit code or a link with a token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationMethod {
+    #[default]
+    EmailCode,
+    EmailLink,
+}
+
+impl VerificationMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EmailCode => "email_code",
+            Self::EmailLink => "email_link",
+        }
+    }
+}
+
+/// A code or link was issued for an address; it replaces every earlier one of the account.
+/// `secret` is the mailed code or token, sealed; `secret_hash` is what a submission is checked
+/// against: a keyed hash of a code, or the SHA-256 of a token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmailVerificationRequested {
+    pub change_request_id: Uuid,
+    pub purpose: VerificationPurpose,
+    pub method: VerificationMethod,
+    pub new_email: Personal<String>,
+    pub new_email_index: String,
+    pub secret: Personal<String>,
+    pub secret_hash: String,
+    pub expires_at: DateTime<Utc>,
+    pub requested_at: DateTime<Utc>,
+}
+
+/// A wrong code was submitted; after the fifth the request is void.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmailVerificationFailed {
+    pub change_request_id: Uuid,
+    pub attempts: u32,
+    pub voided: bool,
+    pub failed_at: DateTime<Utc>,
+}
+
+/// The address was proven. For a change, `previous_email` is the address it replaces, which
+/// is released in the same transaction as this event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmailVerified {
+    pub change_request_id: Uuid,
+    pub purpose: VerificationPurpose,
+    pub email: Personal<String>,
+    pub email_index: String,
+    pub previous_email: Personal<Option<String>>,
+    pub previous_email_index: Option<String>,
+    pub verified_at: DateTime<Utc>,
+}
+
+/// How a password came to change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PasswordChangeMethod {
+    /// The user gave the current password; the session that asked stays open.
+    Change,
+    /// A reset token was used; every session ends.
+    Reset,
+}
+
+/// The password changed; every session other than `kept_session_id` ends with this event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PasswordChanged {
+    pub password_hash: Personal<String>,
+    pub method: PasswordChangeMethod,
+    pub kept_session_id: Option<Uuid>,
+    pub changed_at: DateTime<Utc>,
+}
+
+/// A reset token was issued and is mailed to `email`; it voids every earlier one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PasswordResetRequested {
+    pub email: Personal<String>,
+    pub token: Personal<String>,
+    pub token_hash: String,
+    pub expires_at: DateTime<Utc>,
+    pub requested_at: DateTime<Utc>,
 }
 
 /// A set of profile field values; an absent field is unchanged, a `null` inside clears it.

@@ -1,19 +1,27 @@
 //! The user aggregate: one stream per account, holding its credentials and profile.
 
 mod commands;
+#[cfg(test)]
+mod credential_tests;
+mod credentials;
 mod events;
 mod mfa;
 #[cfg(test)]
 mod tests;
 
 pub use commands::{
-    CompleteMfaChallenge, DisableTotp, ProfileDraft, ProfilePatch, RegenerateRecoveryCodes,
-    RegisterUser, SecondFactor, StartTotpSetup, UpdateProfile, UserCommand, VerifyTotpSetup,
+    ChangePassword, CompleteMfaChallenge, DisableTotp, ProfileDraft, ProfilePatch,
+    RegenerateRecoveryCodes, RegisterUser, RequestEmailChange, SecondFactor, StartTotpSetup,
+    UpdateProfile, UserCommand, VerificationSecrets, VerifyTotpSetup,
 };
+pub use credentials::{MAX_CODE_ATTEMPTS, PendingVerification};
 pub use events::{
-    MfaChallengeCompleted, MfaChallengeFailed, MfaChallengeIssued, ProfileChanges, ProfileUpdated,
-    RecoveryCodeUsed, RecoveryCodesRegenerated, TotpCodeAccepted, TotpDisabled, TotpEnabled,
-    TotpSetupStarted, UserEvent, UserRegistered, UserSuspended, UserUnsuspended,
+    EmailVerificationFailed, EmailVerificationRequested, EmailVerified, MfaChallengeCompleted,
+    MfaChallengeFailed, MfaChallengeIssued, PasswordChangeMethod, PasswordChanged,
+    PasswordResetRequested, ProfileChanges, ProfileUpdated, RecoveryCodeUsed,
+    RecoveryCodesRegenerated, RegistrationVerification, TotpCodeAccepted, TotpDisabled,
+    TotpEnabled, TotpSetupStarted, UserEvent, UserRegistered, UserSuspended, UserUnsuspended,
+    VerificationMethod, VerificationPurpose,
 };
 pub use mfa::{
     MFA_CHALLENGE_LIFETIME, MFA_CHALLENGE_MAX_FAILURES, MfaState, RECOVERY_CODE_COUNT,
@@ -89,6 +97,14 @@ pub enum UserError {
     ChallengeInvalid,
     #[error("the account is suspended")]
     Suspended,
+    #[error("the verification code is wrong, expired or void")]
+    InvalidCode,
+    #[error("the token is unknown, expired or void")]
+    InvalidToken,
+    #[error("no email verification is pending")]
+    NoPendingVerification,
+    #[error("the email address belongs to another account")]
+    EmailTaken,
 }
 
 /// State of one account, folded from its events.
@@ -104,6 +120,11 @@ pub struct User {
     updated_at: Option<DateTime<Utc>>,
     #[serde(default)]
     mfa: MfaState,
+    email_index: Option<String>,
+    email_verified: bool,
+    pending_verification: Option<PendingVerification>,
+    /// SHA-256 and expiry of the one reset token that still works.
+    password_reset: Option<(String, DateTime<Utc>)>,
 }
 
 impl User {
@@ -148,6 +169,7 @@ impl User {
     async fn register(
         &mut self,
         command: RegisterUser,
+        verification: Option<VerificationSecrets>,
         services: &UserServices,
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
@@ -167,13 +189,21 @@ impl User {
             .await
             .map_err(|error| UserError::Service(error.0))?;
 
+        let now = services.clock.now();
+        let verification = verification.map(|secrets| RegistrationVerification {
+            change_request_id: secrets.change_request_id,
+            code: Personal::Known(secrets.code),
+            code_hash: secrets.code_hash,
+            expires_at: now + secrets.lifetime,
+        });
         let event = UserRegistered {
             user_id: command.user_id,
             email_index: services.index.email_index(&command.email),
             email: Personal::Known(command.email.as_str().to_owned()),
             password_hash: Personal::Known(password_hash),
             profile: command.profile.into_changes(),
-            registered_at: services.clock.now(),
+            registered_at: now,
+            verification,
         };
         sink.write(UserEvent::UserRegistered(event), self).await;
         Ok(())
@@ -266,7 +296,7 @@ impl Aggregate for User {
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
         match command {
-            UserCommand::Register(command) => self.register(command, services, sink).await,
+            UserCommand::Register(command) => self.register(command, None, services, sink).await,
             UserCommand::UpdateProfile(command) => {
                 self.update_profile(command, services, sink).await
             }
@@ -290,6 +320,7 @@ impl Aggregate for User {
             UserCommand::CompleteMfaChallenge(command) => {
                 self.complete_mfa_challenge(command, services, sink).await
             }
+            command => self.handle_credentials(command, services, sink).await,
         }
     }
 
@@ -300,6 +331,18 @@ impl Aggregate for User {
                 self.user_id = Some(event.user_id);
                 self.email = event.email.into_known();
                 self.password_hash = event.password_hash.into_known();
+                self.pending_verification =
+                    event.verification.map(|verification| PendingVerification {
+                        change_request_id: verification.change_request_id,
+                        purpose: VerificationPurpose::Registration,
+                        method: VerificationMethod::EmailCode,
+                        new_email: self.email.clone(),
+                        new_email_index: event.email_index.clone(),
+                        secret_hash: verification.code_hash,
+                        attempts: 0,
+                        expires_at: verification.expires_at,
+                    });
+                self.email_index = Some(event.email_index);
                 event.profile.apply_to(&mut self.profile);
                 self.created_at = Some(event.registered_at);
                 self.updated_at = Some(event.registered_at);
@@ -324,6 +367,11 @@ impl Aggregate for User {
                 self.updated_at = Some(disabled.disabled_at);
                 self.mfa.apply(event);
             }
+            credential @ (UserEvent::EmailVerificationRequested(_)
+            | UserEvent::EmailVerificationFailed(_)
+            | UserEvent::EmailVerified(_)
+            | UserEvent::PasswordChanged(_)
+            | UserEvent::PasswordResetRequested(_)) => self.apply_credentials(credential),
             mfa_event => self.mfa.apply(mfa_event),
         }
     }

@@ -76,6 +76,7 @@ pub(super) fn registered(user_id: Uuid) -> UserEvent {
             ..ProfileChanges::default()
         },
         registered_at: now(),
+        verification: None,
     })
 }
 
@@ -284,6 +285,7 @@ fn erased_fields_fold_to_empty() {
             ..ProfileChanges::default()
         },
         registered_at: now(),
+        verification: None,
     }));
 
     assert_eq!(user.email(), None);

@@ -191,7 +191,7 @@ impl User {
     }
 
     /// Checks `password` against the stored hash; an erased hash matches nothing.
-    async fn check_password(
+    pub(super) async fn check_password(
         &self,
         password: &SecretString,
         services: &UserServices,

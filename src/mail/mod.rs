@@ -1,0 +1,270 @@
+//! Mail delivery: the transport (SMTP or `.eml` files), the text of each mail, and the sender
+//! task that delivers the rows of the `mail_outbox` projection and marks them done.
+//!
+//! The projector writes an outbox row in the same transaction as it applies the event that
+//! requests the mail, so a crash between a command and the send only delays the mail. Each row
+//! is sent in its own transaction and marked in it, so a restart does not send it again.
+
+mod render;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use lettre::message::Mailbox;
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use projections::{MailKind, StreamPosition};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::{Config, MailTransportKind};
+
+pub use render::{MailContent, render};
+
+/// Sub-directory of the data directory that the file transport writes into.
+pub const MAIL_DIR: &str = "mail";
+/// Attempts after which a mail is given up and marked `failed`.
+const MAX_ATTEMPTS: i32 = 10;
+/// Maximum wait for a reply from the SMTP server.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
+
+enum Transport {
+    File(AsyncFileTransport<Tokio1Executor>),
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+/// Delivers the outbox. Cheap to share behind an `Arc`.
+pub struct MailSender {
+    pool: PgPool,
+    transport: Transport,
+    from: Mailbox,
+    public_base_url: String,
+    poll_interval: Duration,
+}
+
+/// One row of the outbox, as the sender reads it.
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    mail_id: Uuid,
+    kind: String,
+    recipient: String,
+    secret: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl MailSender {
+    /// Builds the configured transport; fails at start when it cannot work at all.
+    pub fn from_config(config: &Config, pool: PgPool) -> anyhow::Result<Self> {
+        let from: Mailbox = config
+            .mail_from
+            .parse()
+            .context("LEDGER_MAIL_FROM must be a mailbox such as \"Name <user@example.com>\"")?;
+        let transport = match config.mail_transport {
+            MailTransportKind::File => {
+                let directory: PathBuf = config.data_dir.join(MAIL_DIR);
+                std::fs::create_dir_all(&directory).with_context(|| {
+                    format!(
+                        "failed to create the mail directory {}",
+                        directory.display()
+                    )
+                })?;
+                Transport::File(AsyncFileTransport::new(directory))
+            }
+            MailTransportKind::Smtp => {
+                let url = config.smtp_url.as_deref().context(
+                    "LEDGER_SMTP_URL is required when LEDGER_MAIL_TRANSPORT is smtp, \
+                     for example smtp://127.0.0.1:2525",
+                )?;
+                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .context("LEDGER_SMTP_URL is not a usable SMTP URL")?
+                    .timeout(Some(SMTP_TIMEOUT))
+                    .build();
+                Transport::Smtp(transport)
+            }
+        };
+        Ok(Self {
+            pool,
+            transport,
+            from,
+            public_base_url: config.public_base_url.trim_end_matches('/').to_owned(),
+            poll_interval: Duration::from_millis(config.projection_poll_ms.max(100)),
+        })
+    }
+
+    /// Sends whatever is waiting, then again each time the outbox projection moves and at
+    /// every poll, until `shutdown`.
+    pub async fn run(
+        self,
+        mut progress: Option<watch::Receiver<StreamPosition>>,
+        shutdown: CancellationToken,
+    ) {
+        tracing::info!("mail sender started");
+        loop {
+            if let Err(error) = self.send_pending().await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "mail delivery failed; will retry"
+                );
+            }
+            let changed = async {
+                let moved = match progress.as_mut() {
+                    Some(receiver) => receiver.changed().await.is_ok(),
+                    None => false,
+                };
+                if !moved {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = changed => {}
+                () = tokio::time::sleep(self.poll_interval) => {}
+            }
+        }
+        tracing::info!("mail sender stopped");
+    }
+
+    /// Sends unsent mail oldest first, one row per transaction. Stops at the first failure
+    /// that may pass, which usually means the server is down, and returns how many went out.
+    pub async fn send_pending(&self) -> anyhow::Result<usize> {
+        let mut sent = 0;
+        loop {
+            let mut transaction = self.pool.begin().await?;
+            // SKIP LOCKED lets several instances share the outbox without sending a row twice.
+            let row = sqlx::query_as::<_, OutboxRow>(
+                "SELECT mail_id, kind, recipient, secret, expires_at FROM mail_outbox
+                  WHERE outcome IS NULL
+                  ORDER BY created_at, mail_id
+                  LIMIT 1
+                  FOR UPDATE SKIP LOCKED",
+            )
+            .fetch_optional(&mut *transaction)
+            .await?;
+            let Some(row) = row else {
+                transaction.commit().await?;
+                return Ok(sent);
+            };
+
+            let delivery = self.deliver(&row).await;
+            if let Delivery::Failed { reason, .. } = &delivery {
+                // The reason names the failure only: server replies can quote the recipient.
+                tracing::warn!(mail_id = %row.mail_id, kind = %row.kind, %reason, "mail not delivered");
+            }
+            sqlx::query(
+                "UPDATE mail_outbox SET
+                    attempts = attempts + 1,
+                    last_attempt_at = now(),
+                    outcome = CASE WHEN $2::text IS NULL AND attempts + 1 >= $3 THEN 'failed'
+                                   ELSE $2 END,
+                    sent_at = CASE WHEN $2 = 'sent' THEN now() END,
+                    secret = CASE WHEN $2::text IS NULL AND attempts + 1 < $3 THEN secret END
+                  WHERE mail_id = $1",
+            )
+            .bind(row.mail_id)
+            .bind(delivery.outcome())
+            .bind(MAX_ATTEMPTS)
+            .execute(&mut *transaction)
+            .await?;
+            transaction.commit().await?;
+
+            match delivery {
+                Delivery::Sent => {
+                    sent += 1;
+                    tracing::info!(mail_id = %row.mail_id, kind = %row.kind, "mail sent");
+                }
+                Delivery::Expired => {
+                    tracing::info!(mail_id = %row.mail_id, kind = %row.kind, "mail expired unsent");
+                }
+                Delivery::Failed {
+                    permanent: false, ..
+                } => anyhow::bail!("the mail transport failed; the mail stays queued"),
+                Delivery::Failed {
+                    permanent: true, ..
+                } => {}
+            }
+        }
+    }
+
+    /// Sends one row, unless its code or token has run out and mailing it is useless.
+    async fn deliver(&self, row: &OutboxRow) -> Delivery {
+        if row
+            .expires_at
+            .is_some_and(|expires_at| expires_at <= Utc::now())
+        {
+            return Delivery::Expired;
+        }
+        let Some(kind) = MailKind::parse(&row.kind) else {
+            return Delivery::permanent("unknown mail kind");
+        };
+        let Ok(to) = row.recipient.parse::<Mailbox>() else {
+            return Delivery::permanent("the stored recipient is not a valid address");
+        };
+        let content = render(
+            kind,
+            row.secret.as_deref().unwrap_or_default(),
+            &self.public_base_url,
+            row.expires_at,
+        );
+        let Ok(message) = content.into_message(self.from.clone(), to) else {
+            return Delivery::permanent("the message could not be built");
+        };
+
+        match &self.transport {
+            Transport::File(transport) => match transport.send(message).await {
+                Ok(_) => Delivery::Sent,
+                Err(_) => Delivery::Failed {
+                    reason: "writing the .eml file failed".to_owned(),
+                    permanent: false,
+                },
+            },
+            Transport::Smtp(transport) => match transport.send(message).await {
+                Ok(_) => Delivery::Sent,
+                Err(error) => Delivery::Failed {
+                    reason: match error.status() {
+                        Some(code) => format!("the SMTP server replied {code}"),
+                        None => "the SMTP server could not be reached".to_owned(),
+                    },
+                    permanent: error.is_permanent(),
+                },
+            },
+        }
+    }
+}
+
+/// What happened to one outbox row.
+enum Delivery {
+    Sent,
+    /// Its code or token expired before it could go out.
+    Expired,
+    /// Not delivered; a permanent failure is not tried again.
+    Failed {
+        reason: String,
+        permanent: bool,
+    },
+}
+
+impl Delivery {
+    fn permanent(reason: &str) -> Self {
+        Self::Failed {
+            reason: reason.to_owned(),
+            permanent: true,
+        }
+    }
+
+    /// The `outcome` column: `None` leaves the row queued for another attempt.
+    fn outcome(&self) -> Option<&'static str> {
+        match self {
+            Self::Sent => Some("sent"),
+            Self::Expired => Some("expired"),
+            Self::Failed {
+                permanent: true, ..
+            } => Some("failed"),
+            Self::Failed {
+                permanent: false, ..
+            } => None,
+        }
+    }
+}
