@@ -56,7 +56,7 @@ pub trait EventOpener: Send + Sync {
 /// A read model built from the event stream.
 #[async_trait]
 pub trait Projection: Send + Sync {
-    /// Stable name, used as the checkpoint key and the advisory lock key.
+    /// Stable name, used as the checkpoint key and by `replay`.
     fn name(&self) -> &'static str;
 
     /// Applies one event inside the batch transaction. Events of other aggregates are ignored.

@@ -1,5 +1,10 @@
-//! The checkpointed projector: reads the stream after each projection's checkpoint, applies a
-//! batch and moves the checkpoint in one transaction, and publishes how far it got.
+//! The checkpointed projector: reads the stream after the projections' checkpoints, applies a
+//! batch to every projection that has not seen it and moves their checkpoints in one
+//! transaction, and publishes how far each projection got.
+//!
+//! One task serves every projection, so that a batch costs one transaction however many read
+//! models there are. Each projection keeps its own checkpoint: one that was reset for a replay
+//! reads the stream again from the start while the others skip what they have applied.
 //!
 //! Identity values are taken at insert, not at commit, so a transaction that commits late can
 //! hold a lower `global_position` than one already read. The projector therefore reads in
@@ -13,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::{PgListener, PgRow};
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +30,8 @@ use crate::{EventOpener, Projection, StoredEvent, StreamPosition};
 pub const EVENTS_CHANNEL: &str = "ledger_events";
 
 const BATCH_SIZE: i64 = 500;
+/// Key of the advisory lock that one batch, or one reset, holds at a time across instances.
+const PROJECTOR_LOCK: &str = "projector";
 /// Wait before reading again when finished events are held back by an older open transaction.
 const HELD_BACK_RETRY: Duration = Duration::from_millis(2);
 /// Wait before retrying a batch that failed.
@@ -70,35 +77,33 @@ impl Projector {
         }
     }
 
-    /// Starts one task per projection and one that listens for new events, all ending when
-    /// `shutdown` is cancelled. A batch under way commits before its task ends.
+    /// Starts the task that applies events and the one that listens for new events, both
+    /// ending when `shutdown` is cancelled. A batch under way commits before its task ends.
     pub async fn spawn(self, shutdown: CancellationToken) -> anyhow::Result<ProjectorHandle> {
         let mut positions = HashMap::new();
-        let mut tasks = Vec::new();
-        let mut wakers = Vec::new();
+        let mut projections = Vec::new();
 
         for projection in self.projections {
             ensure_checkpoint(&self.pool, projection.name()).await?;
             let start = read_checkpoint(&self.pool, projection.name()).await?;
             let (sender, receiver) = watch::channel(start);
             positions.insert(projection.name(), receiver);
-
-            let waker = Arc::new(Notify::new());
-            wakers.push(waker.clone());
-            let worker = Worker {
-                pool: self.pool.clone(),
-                opener: self.opener.clone(),
-                projection,
-                sender,
-                waker,
-                poll_interval: self.poll_interval,
-            };
-            let span = tracing::info_span!("projector", projection = worker.projection.name());
-            tasks.push(tokio::spawn(worker.run(shutdown.clone()).instrument(span)));
+            projections.push(Follower { projection, sender });
         }
 
+        let waker = Arc::new(Notify::new());
+        let worker = Worker {
+            pool: self.pool.clone(),
+            opener: self.opener.clone(),
+            projections,
+            waker: waker.clone(),
+            poll_interval: self.poll_interval,
+        };
+        let span = tracing::info_span!("projector");
+        let mut tasks = vec![tokio::spawn(worker.run(shutdown.clone()).instrument(span))];
+
         let listener = PgListener::connect_with(&self.pool).await?;
-        tasks.push(tokio::spawn(listen(listener, wakers, shutdown)));
+        tasks.push(tokio::spawn(listen(listener, waker, shutdown)));
 
         Ok(ProjectorHandle {
             positions: Arc::new(positions),
@@ -169,7 +174,7 @@ impl ProjectorHandle {
     }
 }
 
-async fn listen(mut listener: PgListener, wakers: Vec<Arc<Notify>>, shutdown: CancellationToken) {
+async fn listen(mut listener: PgListener, waker: Arc<Notify>, shutdown: CancellationToken) {
     if let Err(error) = listener.listen(EVENTS_CHANNEL).await {
         tracing::warn!(%error, "LISTEN failed; projectors fall back to polling");
         return;
@@ -178,7 +183,7 @@ async fn listen(mut listener: PgListener, wakers: Vec<Arc<Notify>>, shutdown: Ca
         tokio::select! {
             () = shutdown.cancelled() => return,
             notification = listener.recv() => match notification {
-                Ok(_) => wakers.iter().for_each(|waker| waker.notify_one()),
+                Ok(_) => waker.notify_one(),
                 Err(error) => {
                     tracing::warn!(%error, "event notification stream failed; reconnecting");
                     tokio::time::sleep(ERROR_BACKOFF).await;
@@ -188,18 +193,23 @@ async fn listen(mut listener: PgListener, wakers: Vec<Arc<Notify>>, shutdown: Ca
     }
 }
 
+/// A projection and the channel that publishes its checkpoint.
+struct Follower {
+    projection: Arc<dyn Projection>,
+    sender: watch::Sender<StreamPosition>,
+}
+
 struct Worker {
     pool: PgPool,
     opener: Arc<dyn EventOpener>,
-    projection: Arc<dyn Projection>,
-    sender: watch::Sender<StreamPosition>,
+    projections: Vec<Follower>,
     waker: Arc<Notify>,
     poll_interval: Duration,
 }
 
 impl Worker {
     async fn run(self, shutdown: CancellationToken) {
-        tracing::info!("projector started");
+        tracing::info!(projections = self.projections.len(), "projector started");
         while !shutdown.is_cancelled() {
             let pause = match self.run_batch().await {
                 Ok(Progress::FullBatch) => continue,
@@ -219,22 +229,32 @@ impl Worker {
         tracing::info!("projector stopped");
     }
 
+    fn names(&self) -> Vec<&'static str> {
+        self.projections
+            .iter()
+            .map(|follower| follower.projection.name())
+            .collect()
+    }
+
     async fn run_batch(&self) -> anyhow::Result<Progress> {
-        let name = self.projection.name();
         let mut transaction = self.pool.begin().await?;
 
-        // Another instance running the same projection waits here until this batch commits.
-        // The events are already durable, and the batch's read-model rows and checkpoint commit
-        // or vanish together, so a batch lost in a crash is applied again on restart: the
-        // commit does not wait for its WAL flush.
+        // Another instance's projector waits here until this batch commits. The events are
+        // already durable, and the batch's read-model rows and checkpoints commit or vanish
+        // together, so a batch lost in a crash is applied again on restart: the commit does not
+        // wait for its WAL flush.
         sqlx::query(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)),
                     set_config('synchronous_commit', 'off', true)",
         )
-        .bind(name)
+        .bind(PROJECTOR_LOCK)
         .execute(&mut *transaction)
         .await?;
-        let checkpoint = read_checkpoint(&mut *transaction, name).await?;
+        let checkpoints = read_checkpoints(&mut *transaction, &self.names()).await?;
+        let Some(from) = checkpoints.iter().min().copied() else {
+            transaction.commit().await?;
+            return Ok(Progress::CaughtUp);
+        };
 
         // Rows at or above the snapshot's xmin may follow a transaction that is still open and
         // will commit a lower position, so they are held back. Visibility falls with the
@@ -249,14 +269,14 @@ impl Worker {
               ORDER BY transaction_id, global_position
               LIMIT $3",
         )
-        .bind(checkpoint.transaction_id)
-        .bind(checkpoint.global_position)
+        .bind(from.transaction_id)
+        .bind(from.global_position)
         .bind(BATCH_SIZE)
         .fetch_all(&mut *transaction)
         .await?;
         let full_batch = rows.len() as i64 == BATCH_SIZE;
 
-        let mut last = checkpoint;
+        let mut reached = checkpoints.clone();
         let mut held_back = false;
         for row in rows {
             if !row.try_get::<bool, _>("finished")? {
@@ -265,34 +285,38 @@ impl Worker {
             }
             let mut event = stored_event(&row)?;
             self.opener.open(&mut event).await?;
-            self.projection.apply(&mut transaction, &event).await?;
-            last = event.position;
+            for (follower, position) in self.projections.iter().zip(reached.iter_mut()) {
+                if event.position > *position {
+                    follower.projection.apply(&mut transaction, &event).await?;
+                    *position = event.position;
+                }
+            }
         }
 
-        if last != checkpoint {
-            sqlx::query(
-                "UPDATE projection_checkpoints
-                    SET transaction_id = $2::bigint::text::xid8, global_position = $3,
-                        updated_at = now()
-                  WHERE projection = $1",
-            )
-            .bind(name)
-            .bind(last.transaction_id)
-            .bind(last.global_position)
-            .execute(&mut *transaction)
-            .await?;
-        }
+        let moved: Vec<(&'static str, StreamPosition)> = self
+            .names()
+            .into_iter()
+            .zip(reached.iter().copied())
+            .zip(checkpoints.iter())
+            .filter(|((_, now), before)| now > *before)
+            .map(|(moved, _)| moved)
+            .collect();
+        write_checkpoints(&mut *transaction, &moved).await?;
         transaction.commit().await?;
 
-        if last != checkpoint {
+        if let Some((_, last)) = moved.last() {
             tracing::debug!(
                 transaction_id = last.transaction_id,
                 global_position = last.global_position,
-                "checkpoint moved"
+                projections = moved.len(),
+                "checkpoints moved"
             );
         }
-        self.sender
-            .send_if_modified(|position| advance(position, last));
+        for (follower, position) in self.projections.iter().zip(reached) {
+            follower
+                .sender
+                .send_if_modified(|published| advance(published, position));
+        }
         Ok(if held_back {
             Progress::HeldBack
         } else if full_batch {
@@ -359,6 +383,60 @@ where
     }
 }
 
+/// Reads the checkpoints of `names`, in the same order.
+async fn read_checkpoints(
+    connection: &mut PgConnection,
+    names: &[&'static str],
+) -> Result<Vec<StreamPosition>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT projection, transaction_id::text::bigint AS transaction_id, global_position
+           FROM projection_checkpoints WHERE projection = ANY($1)",
+    )
+    .bind(names)
+    .fetch_all(&mut *connection)
+    .await?;
+
+    let mut found = HashMap::new();
+    for row in rows {
+        let position = StreamPosition {
+            transaction_id: row.try_get("transaction_id")?,
+            global_position: row.try_get("global_position")?,
+        };
+        found.insert(row.try_get::<String, _>("projection")?, position);
+    }
+    Ok(names
+        .iter()
+        .map(|name| found.get(*name).copied().unwrap_or_default())
+        .collect())
+}
+
+/// Moves the checkpoints of the projections in `moved` in one statement.
+async fn write_checkpoints(
+    connection: &mut PgConnection,
+    moved: &[(&'static str, StreamPosition)],
+) -> Result<(), sqlx::Error> {
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = moved.iter().map(|(name, _)| *name).collect();
+    let transaction_ids: Vec<i64> = moved.iter().map(|(_, at)| at.transaction_id).collect();
+    let global_positions: Vec<i64> = moved.iter().map(|(_, at)| at.global_position).collect();
+    sqlx::query(
+        "UPDATE projection_checkpoints AS checkpoint
+            SET transaction_id = moved.transaction_id::text::xid8,
+                global_position = moved.global_position, updated_at = now()
+           FROM unnest($1::text[], $2::bigint[], $3::bigint[])
+                AS moved (projection, transaction_id, global_position)
+          WHERE checkpoint.projection = moved.projection",
+    )
+    .bind(names)
+    .bind(transaction_ids)
+    .bind(global_positions)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
 /// Empties a projection's tables and rewinds its checkpoint, so that a running projector
 /// rebuilds it from the first event.
 pub async fn reset_projection(pool: &PgPool, projection: &dyn Projection) -> anyhow::Result<()> {
@@ -367,7 +445,7 @@ pub async fn reset_projection(pool: &PgPool, projection: &dyn Projection) -> any
 
     let mut transaction = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(name)
+        .bind(PROJECTOR_LOCK)
         .execute(&mut *transaction)
         .await?;
     projection.reset(&mut transaction).await?;

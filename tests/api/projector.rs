@@ -69,3 +69,38 @@ async fn projector_catches_up_after_restart_without_reapplying() {
     assert_eq!(body(patched).await["data"]["version"], 3);
     second.finish().await;
 }
+
+#[tokio::test]
+async fn replayed_projection_rebuilds_alone() {
+    let database = Arc::new(TestDatabase::new());
+    let mut first = TestApp::spawn_on(database.clone()).await;
+    let (user_id, token) = first.signed_in("ada@example.com").await;
+    let patched = first
+        .patch_me(&token, &json!({"display_name": "Ada Lovelace"}))
+        .await;
+    assert_eq!(patched.status(), 200);
+    first.stop().await;
+
+    let offline = TestApp::pool_only(database.clone()).await;
+    projections::reset_projection(&offline.pool, &projections::ProfilesProjection)
+        .await
+        .expect("reset the profiles projection");
+    let emptied: i64 = sqlx::query_scalar("SELECT count(*) FROM user_profiles")
+        .fetch_one(&offline.pool)
+        .await
+        .expect("count profiles");
+    assert_eq!(emptied, 0);
+
+    let second = TestApp::spawn_on(database).await;
+    let profile = body(second.get_me(&token).await).await;
+
+    assert_eq!(profile["data"]["user_id"], user_id.to_string());
+    assert_eq!(profile["data"]["display_name"], "Ada Lovelace");
+    assert_eq!(profile["data"]["version"], 2);
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&second.pool)
+        .await
+        .expect("count sessions");
+    assert_eq!(sessions, 1);
+    second.finish().await;
+}
