@@ -250,7 +250,7 @@ impl Worker {
         .bind(PROJECTOR_LOCK)
         .execute(&mut *transaction)
         .await?;
-        let checkpoints = read_checkpoints(&mut *transaction, &self.names()).await?;
+        let checkpoints = read_checkpoints(&mut transaction, &self.names()).await?;
         let Some(from) = checkpoints.iter().min().copied() else {
             transaction.commit().await?;
             return Ok(Progress::CaughtUp);
@@ -301,7 +301,7 @@ impl Worker {
             .filter(|((_, now), before)| now > *before)
             .map(|(moved, _)| moved)
             .collect();
-        write_checkpoints(&mut *transaction, &moved).await?;
+        write_checkpoints(&mut transaction, &moved).await?;
         transaction.commit().await?;
 
         if let Some((_, last)) = moved.last() {
