@@ -15,8 +15,10 @@ use uuid::Uuid;
 
 use super::{EMAIL_CLAIMED_SQLSTATE, SUBJECT_METADATA_KEY, SealingRepository};
 
-/// How often a command is tried when another writer appended to the same aggregate first.
-const MAX_ATTEMPTS: u32 = 5;
+/// How often a command is tried when another writer appended to the same aggregate first. Each
+/// round of a race on one aggregate lets exactly one writer through, so ten parallel requests
+/// on one user (one code, one token) all get their real answer instead of a conflict.
+const MAX_ATTEMPTS: u32 = 10;
 
 /// Who asked for a command and from where; stored with every event it produces.
 #[derive(Clone, Debug)]
