@@ -3,8 +3,9 @@
 //! transaction, and publishes how far each projection got.
 //!
 //! One task serves every projection, so that a batch costs one transaction however many read
-//! models there are. Each projection keeps its own checkpoint: one that was reset for a replay
-//! reads the stream again from the start while the others skip what they have applied.
+//! models there are. Each projection keeps its own checkpoint. A projection that is behind
+//! (reset for a replay, or new) or that failed in a shared batch runs in batches of its own
+//! until it has caught up, so it never delays the others.
 //!
 //! Identity values are taken at insert, not at commit, so a transaction that commits late can
 //! hold a lower `global_position` than one already read. The projector therefore reads in
@@ -21,6 +22,7 @@ use sqlx::postgres::{PgListener, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -88,7 +90,12 @@ impl Projector {
             let start = read_checkpoint(&self.pool, projection.name()).await?;
             let (sender, receiver) = watch::channel(start);
             positions.insert(projection.name(), receiver);
-            projections.push(Follower { projection, sender });
+            projections.push(Follower {
+                projection,
+                sender,
+                isolated: false,
+                retry_at: None,
+            });
         }
 
         let waker = Arc::new(Notify::new());
@@ -193,10 +200,57 @@ async fn listen(mut listener: PgListener, waker: Arc<Notify>, shutdown: Cancella
     }
 }
 
-/// A projection and the channel that publishes its checkpoint.
+/// A projection, the channel that publishes its checkpoint, and whether it runs on its own.
 struct Follower {
     projection: Arc<dyn Projection>,
     sender: watch::Sender<StreamPosition>,
+    /// Set after the projection failed inside a shared batch, so that it is retried alone and
+    /// its failure no longer rolls back the others. Cleared by its next successful batch.
+    isolated: bool,
+    /// Earliest time a projection whose own batch failed is tried again.
+    retry_at: Option<Instant>,
+}
+
+/// The projections one batch applies.
+#[derive(Clone, Copy)]
+enum Group {
+    /// Every projection at the furthest checkpoint that is not isolated: the common case, one
+    /// transaction for all read models.
+    Leaders,
+    /// One projection behind the leaders (rebuilt by `replay`, added by an upgrade, or
+    /// isolated after a failure), in a transaction of its own so that it never delays the others.
+    Alone(usize),
+}
+
+struct Batch {
+    progress: Progress,
+    /// Projections the batch left out because they are behind or isolated.
+    lagging: Vec<usize>,
+}
+
+/// A failed batch, and the projection whose `apply` failed when one did.
+struct BatchError {
+    projection: Option<usize>,
+    error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for BatchError {
+    fn from(error: E) -> Self {
+        Self {
+            projection: None,
+            error: error.into(),
+        }
+    }
+}
+
+impl Progress {
+    fn pause(&self, poll_interval: Duration) -> Duration {
+        match self {
+            Self::FullBatch => Duration::ZERO,
+            Self::HeldBack => HELD_BACK_RETRY,
+            Self::CaughtUp => poll_interval,
+        }
+    }
 }
 
 struct Worker {
@@ -208,18 +262,13 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self, shutdown: CancellationToken) {
+    async fn run(mut self, shutdown: CancellationToken) {
         tracing::info!(projections = self.projections.len(), "projector started");
         while !shutdown.is_cancelled() {
-            let pause = match self.run_batch().await {
-                Ok(Progress::FullBatch) => continue,
-                Ok(Progress::HeldBack) => HELD_BACK_RETRY,
-                Ok(Progress::CaughtUp) => self.poll_interval,
-                Err(error) => {
-                    tracing::error!(error = format!("{error:#}"), "projector batch failed");
-                    ERROR_BACKOFF
-                }
-            };
+            let pause = self.run_round().await;
+            if pause.is_zero() {
+                continue;
+            }
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = self.waker.notified() => {}
@@ -229,6 +278,58 @@ impl Worker {
         tracing::info!("projector stopped");
     }
 
+    /// Runs the leaders' batch, then one batch for each projection behind them, and returns
+    /// how long to wait before the next round.
+    async fn run_round(&mut self) -> Duration {
+        let (lagging, mut pause) = match self.run_batch(Group::Leaders).await {
+            Ok(batch) => (batch.lagging, batch.progress.pause(self.poll_interval)),
+            Err(BatchError {
+                projection: Some(index),
+                error,
+            }) => {
+                let follower = &mut self.projections[index];
+                tracing::error!(
+                    projection = follower.projection.name(),
+                    error = format!("{error:#}"),
+                    "projection failed in a shared batch; retrying it on its own"
+                );
+                follower.isolated = true;
+                return Duration::ZERO;
+            }
+            Err(BatchError { error, .. }) => {
+                tracing::error!(error = format!("{error:#}"), "projector batch failed");
+                return ERROR_BACKOFF;
+            }
+        };
+
+        for index in lagging {
+            let now = Instant::now();
+            if let Some(retry_at) = self.projections[index].retry_at.filter(|at| *at > now) {
+                pause = pause.min(retry_at - now);
+                continue;
+            }
+            let outcome = self.run_batch(Group::Alone(index)).await;
+            let follower = &mut self.projections[index];
+            match outcome {
+                Ok(batch) => {
+                    follower.isolated = false;
+                    follower.retry_at = None;
+                    pause = pause.min(batch.progress.pause(self.poll_interval));
+                }
+                Err(BatchError { error, .. }) => {
+                    tracing::error!(
+                        projection = follower.projection.name(),
+                        error = format!("{error:#}"),
+                        "projection batch failed"
+                    );
+                    follower.retry_at = Some(now + ERROR_BACKOFF);
+                    pause = pause.min(ERROR_BACKOFF);
+                }
+            }
+        }
+        pause
+    }
+
     fn names(&self) -> Vec<&'static str> {
         self.projections
             .iter()
@@ -236,7 +337,9 @@ impl Worker {
             .collect()
     }
 
-    async fn run_batch(&self) -> anyhow::Result<Progress> {
+    /// Applies the next events to the projections of `group` and moves their checkpoints, all
+    /// in one transaction.
+    async fn run_batch(&self, group: Group) -> Result<Batch, BatchError> {
         let mut transaction = self.pool.begin().await?;
 
         // Another instance's projector waits here until this batch commits. The events are
@@ -251,14 +354,17 @@ impl Worker {
         .execute(&mut *transaction)
         .await?;
         let checkpoints = read_checkpoints(&mut transaction, &self.names()).await?;
-        let Some(from) = checkpoints.iter().min().copied() else {
+        let (members, lagging) = self.split(group, &checkpoints);
+        let Some(from) = members.iter().map(|index| checkpoints[*index]).min() else {
             transaction.commit().await?;
-            return Ok(Progress::CaughtUp);
+            return Ok(Batch {
+                progress: Progress::CaughtUp,
+                lagging,
+            });
         };
 
         // Rows at or above the snapshot's xmin may follow a transaction that is still open and
-        // will commit a lower position, so they are held back. Visibility falls with the
-        // transaction id, so the visible rows are a prefix of this ordering.
+        // will commit a lower position, so reading stops at the first of them.
         let rows = sqlx::query(
             "SELECT transaction_id::text::bigint AS transaction_id, global_position,
                     aggregate_type, aggregate_id, sequence, event_type, event_version,
@@ -285,21 +391,25 @@ impl Worker {
             }
             let mut event = stored_event(&row)?;
             self.opener.open(&mut event).await?;
-            for (follower, position) in self.projections.iter().zip(reached.iter_mut()) {
-                if event.position > *position {
-                    follower.projection.apply(&mut transaction, &event).await?;
-                    *position = event.position;
+            for &index in &members {
+                if event.position > reached[index] {
+                    self.projections[index]
+                        .projection
+                        .apply(&mut transaction, &event)
+                        .await
+                        .map_err(|error| BatchError {
+                            projection: Some(index),
+                            error,
+                        })?;
+                    reached[index] = event.position;
                 }
             }
         }
 
-        let moved: Vec<(&'static str, StreamPosition)> = self
-            .names()
-            .into_iter()
-            .zip(reached.iter().copied())
-            .zip(checkpoints.iter())
-            .filter(|((_, now), before)| now > *before)
-            .map(|(moved, _)| moved)
+        let moved: Vec<(&'static str, StreamPosition)> = members
+            .iter()
+            .filter(|index| reached[**index] > checkpoints[**index])
+            .map(|index| (self.projections[*index].projection.name(), reached[*index]))
             .collect();
         write_checkpoints(&mut transaction, &moved).await?;
         transaction.commit().await?;
@@ -317,13 +427,28 @@ impl Worker {
                 .sender
                 .send_if_modified(|published| advance(published, position));
         }
-        Ok(if held_back {
+        let progress = if held_back {
             Progress::HeldBack
         } else if full_batch {
             Progress::FullBatch
         } else {
             Progress::CaughtUp
-        })
+        };
+        Ok(Batch { progress, lagging })
+    }
+
+    /// Splits the projections into the members of `group` and, for the leaders, those left
+    /// behind.
+    fn split(&self, group: Group, checkpoints: &[StreamPosition]) -> (Vec<usize>, Vec<usize>) {
+        match group {
+            Group::Alone(index) => (vec![index], Vec::new()),
+            Group::Leaders => {
+                let head = checkpoints.iter().max().copied().unwrap_or_default();
+                (0..self.projections.len()).partition(|index| {
+                    !self.projections[*index].isolated && checkpoints[*index] == head
+                })
+            }
+        }
     }
 }
 

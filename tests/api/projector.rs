@@ -1,11 +1,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use aggregates::personal::Personal;
 use aggregates::user::{ProfileChanges, ProfileUpdated, UserEvent};
+use async_trait::async_trait;
 use chrono::Utc;
 use cqrs_es::EventStore;
+use projections::{
+    EventOpener, Projection, Projector, ProjectorHandle, StoredEvent, StreamPosition,
+};
 use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{TestApp, TestDatabase, body};
 
@@ -102,5 +110,154 @@ async fn replayed_projection_rebuilds_alone() {
         .await
         .expect("count sessions");
     assert_eq!(sessions, 1);
+    second.finish().await;
+}
+
+/// Records every event it applies in `test_applied`, and fails while `failing` is set.
+struct RecordingProjection {
+    name: &'static str,
+    failing: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Projection for RecordingProjection {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.failing.load(Ordering::SeqCst),
+            "{} is set to fail",
+            self.name
+        );
+        // The primary key turns a second application of one event into an error.
+        sqlx::query("INSERT INTO test_applied (projection, global_position) VALUES ($1, $2)")
+            .bind(self.name)
+            .bind(event.position.global_position)
+            .execute(connection)
+            .await?;
+        Ok(())
+    }
+
+    async fn reset(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM test_applied WHERE projection = $1")
+            .bind(self.name)
+            .execute(connection)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Leaves events as stored: the recording projections read no sealed field.
+struct PlainOpener;
+
+#[async_trait]
+impl EventOpener for PlainOpener {
+    async fn open(&self, _event: &mut StoredEvent) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+async fn applied_count(pool: &PgPool, projection: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM test_applied WHERE projection = $1")
+        .bind(projection)
+        .fetch_one(pool)
+        .await
+        .expect("count applied events")
+}
+
+async fn head_position(pool: &PgPool) -> StreamPosition {
+    let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, global_position FROM events
+          ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("read the head of the stream");
+    StreamPosition {
+        transaction_id,
+        global_position,
+    }
+}
+
+async fn wait_until_reached(projector: &ProjectorHandle, projection: &str, head: StreamPosition) {
+    let mut progress = projector.progress(projection).expect("projection is known");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        progress.wait_for(|position| *position >= head),
+    )
+    .await
+    .expect("projection reaches the head in time")
+    .expect("projector is running");
+}
+
+#[tokio::test]
+async fn failing_projection_does_not_hold_others() {
+    let database = Arc::new(TestDatabase::new());
+    let mut first = TestApp::spawn_on(database.clone()).await;
+    first.register_user("ada@example.com").await;
+    first.stop().await;
+    let pool = TestApp::pool_only(database.clone()).await.pool;
+    sqlx::query(
+        "CREATE TABLE test_applied (projection text, global_position bigint,
+                                    PRIMARY KEY (projection, global_position))",
+    )
+    .execute(&pool)
+    .await
+    .expect("create the recording table");
+    let failing = Arc::new(AtomicBool::new(true));
+    let projections: Vec<Arc<dyn Projection>> = vec![
+        Arc::new(RecordingProjection {
+            name: "test_healthy",
+            failing: Arc::new(AtomicBool::new(false)),
+        }),
+        Arc::new(RecordingProjection {
+            name: "test_failing",
+            failing: failing.clone(),
+        }),
+    ];
+    let shutdown = CancellationToken::new();
+
+    let projector = Projector::new(
+        pool.clone(),
+        Arc::new(PlainOpener),
+        projections,
+        Duration::from_millis(50),
+    )
+    .spawn(shutdown.clone())
+    .await
+    .expect("start the projector");
+    wait_until_reached(&projector, "test_healthy", head_position(&pool).await).await;
+
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("count events");
+    assert_eq!(applied_count(&pool, "test_healthy").await, events);
+    assert_eq!(applied_count(&pool, "test_failing").await, 0);
+
+    // New events reach the healthy projection while the other one still fails.
+    let second = TestApp::spawn_on(database.clone()).await;
+    second.register_user("grace@example.com").await;
+    let head = head_position(&pool).await;
+    wait_until_reached(&projector, "test_healthy", head).await;
+    assert!(projector.positions()["test_failing"] < head);
+
+    failing.store(false, Ordering::SeqCst);
+    wait_until_reached(&projector, "test_failing", head).await;
+
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("count events");
+    assert_eq!(applied_count(&pool, "test_healthy").await, events);
+    assert_eq!(applied_count(&pool, "test_failing").await, events);
+    shutdown.cancel();
+    projector.join().await;
     second.finish().await;
 }
