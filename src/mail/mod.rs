@@ -2,8 +2,10 @@
 //! task that delivers the rows of the `mail_outbox` projection and marks them done.
 //!
 //! The projector writes an outbox row in the same transaction as it applies the event that
-//! requests the mail, so a crash between a command and the send only delays the mail. Each row
-//! is sent in its own transaction and marked in it, so a restart does not send it again.
+//! requests the mail, so a crash between a command and the send only delays the mail. The
+//! sender claims a row for [`CLAIM_LEASE`], sends it with no transaction open, and then marks
+//! it, so a slow mail server never keeps a transaction open that would hold back the projector.
+//! A sender that dies mid-send leaves its claim to expire, and the row goes out again then.
 
 mod render;
 
@@ -30,6 +32,9 @@ pub const MAIL_DIR: &str = "mail";
 const MAX_ATTEMPTS: i32 = 10;
 /// Maximum wait for a reply from the SMTP server.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a claimed row is left to its sender before another sender may take it. Longer
+/// than a whole SMTP exchange, so that a slow send is not duplicated.
+const CLAIM_LEASE: Duration = Duration::from_secs(120);
 
 enum Transport {
     File(AsyncFileTransport<Tokio1Executor>),
@@ -127,24 +132,28 @@ impl MailSender {
         tracing::info!("mail sender stopped");
     }
 
-    /// Sends unsent mail oldest first, one row per transaction. Stops at the first failure
+    /// Sends unsent mail oldest first, one row at a time. Stops at the first failure
     /// that may pass, which usually means the server is down, and returns how many went out.
     pub async fn send_pending(&self) -> anyhow::Result<usize> {
         let mut sent = 0;
         loop {
-            let mut transaction = self.pool.begin().await?;
-            // SKIP LOCKED lets several instances share the outbox without sending a row twice.
+            // SKIP LOCKED and the lease let several instances share the outbox without sending
+            // a row twice. The claim commits at once: no transaction stays open during a send.
             let row = sqlx::query_as::<_, OutboxRow>(
-                "SELECT mail_id, kind, recipient, secret, expires_at FROM mail_outbox
-                  WHERE outcome IS NULL
-                  ORDER BY created_at, mail_id
-                  LIMIT 1
-                  FOR UPDATE SKIP LOCKED",
+                "UPDATE mail_outbox SET claimed_until = now() + make_interval(secs => $1)
+                  WHERE mail_id = (
+                        SELECT mail_id FROM mail_outbox
+                         WHERE outcome IS NULL
+                           AND (claimed_until IS NULL OR claimed_until < now())
+                         ORDER BY created_at, mail_id
+                         LIMIT 1
+                         FOR UPDATE SKIP LOCKED)
+                  RETURNING mail_id, kind, recipient, secret, expires_at",
             )
-            .fetch_optional(&mut *transaction)
+            .bind(CLAIM_LEASE.as_secs_f64())
+            .fetch_optional(&self.pool)
             .await?;
             let Some(row) = row else {
-                transaction.commit().await?;
                 return Ok(sent);
             };
 
@@ -157,6 +166,7 @@ impl MailSender {
                 "UPDATE mail_outbox SET
                     attempts = attempts + 1,
                     last_attempt_at = now(),
+                    claimed_until = NULL,
                     outcome = CASE WHEN $2::text IS NULL AND attempts + 1 >= $3 THEN 'failed'
                                    ELSE $2 END,
                     sent_at = CASE WHEN $2 = 'sent' THEN now() END,
@@ -166,9 +176,8 @@ impl MailSender {
             .bind(row.mail_id)
             .bind(delivery.outcome())
             .bind(MAX_ATTEMPTS)
-            .execute(&mut *transaction)
+            .execute(&self.pool)
             .await?;
-            transaction.commit().await?;
 
             match delivery {
                 Delivery::Sent => {

@@ -170,6 +170,39 @@ async fn events_hold_no_plaintext_secrets() {
 }
 
 #[tokio::test]
+async fn silent_mail_server_does_not_delay_commands() {
+    // The server accepts connections and never greets, so each send waits for the SMTP timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = silent.local_addr().expect("address").port();
+    let server = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            connections.push(connection);
+        }
+    });
+    let mut database = TestDatabase::new();
+    database.config.mail_transport = MailTransportKind::Smtp;
+    database.config.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+    let app = TestApp::spawn_on(Arc::new(database)).await;
+    app.register_user("ada@example.com").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = std::time::Instant::now();
+    let (_, token) = app.signed_in("grace@example.com").await;
+    let elapsed = started.elapsed();
+
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "registration and login took {elapsed:?} while a mail was being sent"
+    );
+    assert_eq!(app.get_me(&token).await.status(), 200);
+    server.abort();
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn unreachable_server_keeps_mail_queued() {
     // A port that was just free: nothing listens there, so every send fails.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
