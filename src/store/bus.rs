@@ -2,18 +2,20 @@
 //! optimistic-lock conflict, then wait until the projections have applied the new events.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use projections::{ProjectorHandle, StreamPosition};
 use rand::Rng;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{EMAIL_CLAIMED_SQLSTATE, SUBJECT_METADATA_KEY, SealingRepository};
+use super::repository::events_after;
+use super::{EMAIL_CLAIMED_SQLSTATE, KeyRing, SUBJECT_METADATA_KEY, SealingRepository};
 
 /// How often a command is tried when another writer appended to the same aggregate first. Each
 /// round of a race on one aggregate lets exactly one writer through, so ten parallel requests
@@ -79,8 +81,16 @@ pub enum CommandError<E: std::error::Error> {
     Store(#[source] anyhow::Error),
 }
 
+/// Upper bound on aggregates kept in memory by one bus; the cache is cleared when it fills.
+const CACHE_CAPACITY: usize = 10_000;
+
 pub struct CommandBus<A: Aggregate> {
     store: PersistedEventStore<SealingRepository, A>,
+    keys: Arc<KeyRing>,
+    /// The last state each aggregate was seen in, with its sequence. Events are never changed
+    /// once stored, so a command loads only the events after the cached sequence (any that
+    /// another writer or instance appended) instead of the whole stream.
+    cache: Mutex<HashMap<String, (A, usize)>>,
     services: A::Services,
     pool: PgPool,
     /// `None` for one-shot command-line use, where no projector runs in the process.
@@ -88,7 +98,7 @@ pub struct CommandBus<A: Aggregate> {
     projection_wait: Duration,
 }
 
-impl<A: Aggregate> CommandBus<A> {
+impl<A: Aggregate + Clone> CommandBus<A> {
     pub fn new(
         repository: SealingRepository,
         services: A::Services,
@@ -97,6 +107,8 @@ impl<A: Aggregate> CommandBus<A> {
         projection_wait: Duration,
     ) -> Self {
         Self {
+            keys: repository.keys(),
+            cache: Mutex::new(HashMap::new()),
             store: PersistedEventStore::new_event_store(repository),
             services,
             pool,
@@ -150,13 +162,12 @@ impl<A: Aggregate> CommandBus<A> {
         command: A::Command,
         metadata: &CommandMetadata,
     ) -> Result<(CommandOutcome, Vec<A::Event>), CommandError<A::Error>> {
-        let mut context = self
-            .store
-            .load_aggregate(aggregate_id)
-            .await
-            .map_err(classify)?;
+        let mut context = self.load(aggregate_id).await?;
         let loaded_version = context.current_sequence as u64;
 
+        // `handle` applies the events it writes to the aggregate, and a rejected command may
+        // leave it half changed, so the state to cache is taken before and folded after commit.
+        let mut next = context.aggregate.clone();
         let sink = EventSink::<A>::default();
         context
             .aggregate()
@@ -180,6 +191,10 @@ impl<A: Aggregate> CommandBus<A> {
         let version = committed
             .last()
             .map_or(loaded_version, |event| event.sequence as u64);
+        for event in &committed {
+            next.apply(event.payload.clone());
+        }
+        self.remember(aggregate_id, next, version as usize);
 
         self.wait_for_projections(aggregate_id, version).await;
         let outcome = CommandOutcome {
@@ -188,6 +203,59 @@ impl<A: Aggregate> CommandBus<A> {
         };
         let events = committed.into_iter().map(|event| event.payload).collect();
         Ok((outcome, events))
+    }
+
+    /// Loads an aggregate from its cached state and the events stored after it.
+    async fn load(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<EventStoreAggregateContext<A>, CommandError<A::Error>> {
+        let (mut aggregate, mut sequence) = self
+            .lock_cache()
+            .get(aggregate_id)
+            .cloned()
+            .unwrap_or_default();
+        let newer = events_after::<A>(&self.pool, &self.keys, aggregate_id, sequence)
+            .await
+            .map_err(|error| classify(error.into()))?;
+
+        let loaded = !newer.is_empty();
+        for serialized in newer {
+            let envelope =
+                EventEnvelope::<A>::try_from(serialized).map_err(|error| classify(error.into()))?;
+            sequence = envelope.sequence;
+            aggregate.apply(envelope.payload);
+        }
+        if loaded {
+            self.remember(aggregate_id, aggregate.clone(), sequence);
+        }
+        Ok(EventStoreAggregateContext {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate,
+            current_sequence: sequence,
+            current_snapshot: None,
+        })
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (A, usize)>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Caches `aggregate` at `sequence`, unless a newer state of it is cached already.
+    fn remember(&self, aggregate_id: &str, aggregate: A, sequence: usize) {
+        let mut cache = self.lock_cache();
+        if cache
+            .get(aggregate_id)
+            .is_some_and(|(_, cached)| *cached >= sequence)
+        {
+            return;
+        }
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(aggregate_id.to_owned(), (aggregate, sequence));
     }
 
     /// Holds the response until every projection has applied the event at `version`, so that

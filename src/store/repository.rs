@@ -10,6 +10,7 @@ use cqrs_es::persist::{
 };
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
+use sqlx::{PgPool, Row};
 
 use super::{KeyRing, PERSONAL_METADATA_KEYS, SUBJECT_METADATA_KEY};
 
@@ -23,23 +24,69 @@ impl SealingRepository {
         Self { inner, keys }
     }
 
-    async fn open_all(
-        &self,
-        mut events: Vec<SerializedEvent>,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        for event in &mut events {
-            let subject = event_subject(&event.aggregate_id, &event.metadata);
-            let key = self.keys.key_for_read(&subject).await.map_err(unknown)?;
-            open_event(
-                &mut event.payload,
-                &mut event.metadata,
-                key.as_ref(),
-                &subject,
-            )
-            .map_err(|error| PersistenceError::DeserializationError(Box::new(error)))?;
-        }
-        Ok(events)
+    /// The key ring that seals and opens this repository's events.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.keys.clone()
     }
+}
+
+/// Opens the sealed fields of events read from the table, each with its subject's key.
+async fn open_all(
+    keys: &KeyRing,
+    mut events: Vec<SerializedEvent>,
+) -> Result<Vec<SerializedEvent>, PersistenceError> {
+    for event in &mut events {
+        let subject = event_subject(&event.aggregate_id, &event.metadata);
+        let key = keys.key_for_read(&subject).await.map_err(unknown)?;
+        open_event(
+            &mut event.payload,
+            &mut event.metadata,
+            key.as_ref(),
+            &subject,
+        )
+        .map_err(|error| PersistenceError::DeserializationError(Box::new(error)))?;
+    }
+    Ok(events)
+}
+
+/// Reads the events of one aggregate with a sequence above `after`, in order, and opens them.
+/// Unlike postgres-es's `get_last_events`, the sequence is a bound parameter, so the statement
+/// is prepared once.
+pub(crate) async fn events_after<A: Aggregate>(
+    pool: &PgPool,
+    keys: &KeyRing,
+    aggregate_id: &str,
+    after: usize,
+) -> Result<Vec<SerializedEvent>, PersistenceError> {
+    let rows = sqlx::query(
+        "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload,
+                metadata
+           FROM events
+          WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
+          ORDER BY sequence",
+    )
+    .bind(A::TYPE)
+    .bind(aggregate_id)
+    .bind(after as i64)
+    .fetch_all(pool)
+    .await
+    // Kept as the sqlx error, so that the command bus can tell an unreachable database.
+    .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
+
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let read = |error: sqlx::Error| PersistenceError::DeserializationError(Box::new(error));
+        events.push(SerializedEvent {
+            aggregate_type: row.try_get("aggregate_type").map_err(read)?,
+            aggregate_id: row.try_get("aggregate_id").map_err(read)?,
+            sequence: row.try_get::<i64, _>("sequence").map_err(read)? as usize,
+            event_type: row.try_get("event_type").map_err(read)?,
+            event_version: row.try_get("event_version").map_err(read)?,
+            payload: row.try_get("payload").map_err(read)?,
+            metadata: row.try_get("metadata").map_err(read)?,
+        });
+    }
+    open_all(keys, events).await
 }
 
 /// The subject whose key seals an event: the `subject` metadata entry, else the aggregate.
@@ -85,7 +132,7 @@ impl PersistedEventRepository for SealingRepository {
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         let events = self.inner.get_events::<A>(aggregate_id).await?;
-        self.open_all(events).await
+        open_all(&self.keys, events).await
     }
 
     async fn get_last_events<A: Aggregate>(
@@ -97,7 +144,7 @@ impl PersistedEventRepository for SealingRepository {
             .inner
             .get_last_events::<A>(aggregate_id, last_sequence)
             .await?;
-        self.open_all(events).await
+        open_all(&self.keys, events).await
     }
 
     async fn get_snapshot<A: Aggregate>(

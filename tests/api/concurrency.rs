@@ -3,7 +3,9 @@ use cqrs_es::Aggregate;
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, assert_error, body};
+use std::sync::Arc;
+
+use crate::helpers::{PASSWORD, TestApp, TestDatabase, assert_error, body};
 
 #[tokio::test]
 async fn parallel_registrations_of_one_address_have_one_winner() {
@@ -101,4 +103,39 @@ async fn parallel_patches_are_all_durable_and_fold_to_profile() {
         Value::Object(folded.profile().metadata.clone())
     );
     app.finish().await;
+}
+
+#[tokio::test]
+async fn instances_see_each_others_writes() {
+    let database = Arc::new(TestDatabase::new());
+    let first = TestApp::spawn_on(database.clone()).await;
+    let mut second = TestApp::spawn_on(database).await;
+    let (_, token) = first.signed_in("ada@example.com").await;
+    let renamed = first
+        .patch_me(&token, &json!({"display_name": "Ada"}))
+        .await;
+    assert_eq!(renamed.status(), 200);
+
+    // The second instance appends an event the first one has not loaded.
+    let localized = second.patch_me(&token, &json!({"locale": "de"})).await;
+    assert_eq!(localized.status(), 200);
+    assert_eq!(body(localized).await["data"]["version"], 3);
+    let current = first
+        .client
+        .patch(first.url("/users/me"))
+        .bearer_auth(&token)
+        .header("if-match", "\"3\"")
+        .json(&json!({"given_name": "Augusta"}))
+        .send()
+        .await
+        .expect("sent");
+
+    assert_eq!(current.status(), 200);
+    let profile = body(current).await;
+    assert_eq!(profile["data"]["version"], 4);
+    assert_eq!(profile["data"]["display_name"], "Ada");
+    assert_eq!(profile["data"]["locale"], "de");
+    assert_eq!(profile["data"]["given_name"], "Augusta");
+    second.stop().await;
+    first.finish().await;
 }

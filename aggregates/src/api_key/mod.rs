@@ -100,7 +100,7 @@ pub enum ApiKeyError {
 }
 
 /// State of one key.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ApiKey {
     issued: bool,
     revoked: bool,

@@ -91,7 +91,7 @@ pub enum SessionError {
 }
 
 /// State of one session.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Session {
     user_id: Option<Uuid>,
     expires_at: Option<DateTime<Utc>>,

@@ -108,7 +108,7 @@ pub enum UserError {
 }
 
 /// State of one account, folded from its events.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct User {
     user_id: Option<Uuid>,
     email: Option<String>,
