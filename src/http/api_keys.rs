@@ -1,7 +1,7 @@
 //! API keys: issue, list and revoke server-to-server credentials (scope `api_keys:manage`).
 
 use aggregates::api_key::ApiKey;
-use aggregates::api_key::{ApiKeyCommand, ApiKeyError, IssueApiKey};
+use aggregates::api_key::{ApiKeyCommand, ApiKeyError, IssueApiKey, SCOPES};
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
@@ -113,7 +113,7 @@ impl RequestBody for CreateApiKeyRequest {
     const READ_ONLY: &'static [&'static str] = &["api_key_id", "key", "prefix", "created_at"];
 }
 
-/// Issues an API key. API key with `api_keys:manage`.
+/// Issues an API key. API key with `api_keys:manage` that also holds every scope it grants.
 #[utoipa::path(
     post, path = "/api-keys", tag = "api-keys",
     request_body = CreateApiKeyRequest,
@@ -122,7 +122,7 @@ impl RequestBody for CreateApiKeyRequest {
         (status = 201, description = "The key, shown once", body = SuccessBody<IssuedApiKey>),
         (status = 400, description = "VAL_001 unknown scope or bad name, VAL_002 missing field", body = ErrorBody),
         (status = 401, description = "AUTH_001 missing or invalid credential", body = ErrorBody),
-        (status = 403, description = "AUTH_002 without api_keys:manage", body = ErrorBody),
+        (status = 403, description = "AUTH_002 without api_keys:manage or a requested scope", body = ErrorBody),
     )
 )]
 pub async fn create_api_key(
@@ -132,12 +132,23 @@ pub async fn create_api_key(
     ApiJson(request): ApiJson<CreateApiKeyRequest>,
 ) -> Result<Success<IssuedApiKey>, ApiError> {
     caller.require_scope(SCOPE)?;
+    let scopes = request.scopes.unwrap_or_default();
+    // A key hands out only what it holds, so `api_keys:manage` alone cannot mint a `*` key.
+    // Unknown scopes pass here and are rejected as invalid by the aggregate.
+    let escalates = scopes
+        .iter()
+        .filter(|scope| SCOPES.contains(&scope.as_str()))
+        .any(|scope| caller.require_scope(scope).is_err());
+    if escalates {
+        tracing::info!(actor = %caller.actor(), "API key refused: it asked for scopes the caller lacks");
+        return Err(ApiError::Forbidden);
+    }
     let metadata = client.metadata(caller.actor(), None);
 
     let issued = issue_api_key(
         &state.api_keys,
         request.name.unwrap_or_default(),
-        request.scopes.unwrap_or_default(),
+        scopes,
         request.expires_at,
         &metadata,
     )

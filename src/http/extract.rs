@@ -223,7 +223,8 @@ impl Caller {
     }
 
     /// Resolves a `{userId}` path segment. A session may name itself, by id or as `me`; an API
-    /// key may name any user if it has `scope`. Anything else is AUTH_002.
+    /// key may name any user if it has `scope`, and a segment that is no UUID is USER_001.
+    /// Anything else is AUTH_002.
     pub fn resolve_user(&self, segment: &str, scope: &str) -> Result<Uuid, ApiError> {
         match self {
             Self::Session { user_id, .. } => {
@@ -239,7 +240,8 @@ impl Caller {
                 if !grants(scopes, scope) {
                     return Err(ApiError::Forbidden);
                 }
-                segment.parse::<Uuid>().map_err(|_| ApiError::Forbidden)
+                // No user has an id that is not a UUID.
+                segment.parse::<Uuid>().map_err(|_| ApiError::UserNotFound)
             }
         }
     }
@@ -298,6 +300,13 @@ pub async fn check_credential(
     parts: &Parts,
 ) -> Result<Option<Result<Caller, RefusedCredential>>, ApiError> {
     let api_key_header = header::HeaderName::from_static("x-api-key");
+    // A request names one credential once. Two headers, or one header twice, would make the
+    // outcome depend on which of them is read, so the request is refused.
+    let sent = parts.headers.get_all(header::AUTHORIZATION).iter().count()
+        + parts.headers.get_all(&api_key_header).iter().count();
+    if sent > 1 {
+        return Ok(Some(Err(RefusedCredential::Invalid)));
+    }
     if let Some(token) = bearer(parts) {
         let Some(token) = token else {
             return Ok(Some(Err(RefusedCredential::Invalid)));

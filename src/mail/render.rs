@@ -41,8 +41,12 @@ fn expiry(expires_at: Option<DateTime<Utc>>) -> String {
     })
 }
 
+/// Sentence that ends a mail the recipient may not have asked for.
+const IGNORE_IF_UNASKED: &str = "If you did not ask for this, you can ignore this message.";
+
 /// Plain paragraphs become the text part; the same paragraphs, escaped, become the HTML part.
-fn content(subject: &str, paragraphs: &[String], link: Option<&str>) -> MailContent {
+/// `closing` ends both.
+fn content(subject: &str, paragraphs: &[String], link: Option<&str>, closing: &str) -> MailContent {
     let mut text = paragraphs.join("\n\n");
     let mut html: String = paragraphs
         .iter()
@@ -56,8 +60,8 @@ fn content(subject: &str, paragraphs: &[String], link: Option<&str>) -> MailCont
             escape(link)
         ));
     }
-    text.push_str("\n\nIf you did not ask for this, you can ignore this message.\n");
-    html.push_str("<p>If you did not ask for this, you can ignore this message.</p>");
+    text.push_str(&format!("\n\n{closing}\n"));
+    html.push_str(&format!("<p>{}</p>", escape(closing)));
     MailContent {
         subject: subject.to_owned(),
         text,
@@ -83,6 +87,7 @@ pub fn render(
                 ),
             ],
             None,
+            IGNORE_IF_UNASKED,
         ),
         MailKind::EmailChangeLink => content(
             "Confirm your new email address",
@@ -92,14 +97,13 @@ pub fn render(
                 format!("Verification token: {secret}"),
             ],
             Some(&format!("{public_base_url}/verify-email?token={secret}")),
+            IGNORE_IF_UNASKED,
         ),
         MailKind::EmailChanged => content(
             "Your email address was changed",
-            &[
-                "The account that used this address now uses another one.".to_owned(),
-                "If you did not make this change, contact support at once.".to_owned(),
-            ],
+            &["The account that used this address now uses another one.".to_owned()],
             None,
+            "If you did not make this change, contact support at once.",
         ),
         MailKind::PasswordReset => content(
             "Reset your password",
@@ -109,6 +113,7 @@ pub fn render(
                 format!("Reset token: {secret}"),
             ],
             Some(&format!("{public_base_url}/reset-password?token={secret}")),
+            IGNORE_IF_UNASKED,
         ),
     }
 }
@@ -139,5 +144,14 @@ mod tests {
 
         assert!(mail.text.contains("Your verification code is 012345"));
         assert!(mail.html.contains("012345"));
+    }
+
+    #[test]
+    fn change_notice_does_not_say_ignore() {
+        let mail = render(MailKind::EmailChanged, "", "http://x", None);
+
+        assert!(mail.text.contains("contact support"));
+        assert!(!mail.text.contains("ignore this message"));
+        assert!(!mail.html.contains("ignore this message"));
     }
 }

@@ -43,7 +43,7 @@ async fn get_user(app: &TestApp, key: &str, user_id: Uuid) -> reqwest::Response 
 #[tokio::test]
 async fn command_line_key_manages_keys() {
     let app = TestApp::spawn().await;
-    let (manager_id, manager) = app.api_key("api_keys:manage").await;
+    let (manager_id, manager) = app.api_key("api_keys:manage,users:read").await;
 
     let (reader_id, reader) = issued_key(
         &app,
@@ -76,7 +76,7 @@ async fn command_line_key_manages_keys() {
 #[tokio::test]
 async fn key_reads_any_user_in_scope() {
     let app = TestApp::spawn().await;
-    let (_, manager) = app.api_key("api_keys:manage").await;
+    let (_, manager) = app.api_key("api_keys:manage,users:read").await;
     let user_id = app.register_user("ada@example.com").await;
     let (_, reader) = issued_key(
         &app,
@@ -135,7 +135,7 @@ async fn session_cannot_manage_keys() {
 #[tokio::test]
 async fn revoked_key_fails_at_once() {
     let app = TestApp::spawn().await;
-    let (_, manager) = app.api_key("api_keys:manage").await;
+    let (_, manager) = app.api_key("api_keys:manage,users:read").await;
     let user_id = app.register_user("ada@example.com").await;
     let (reader_id, reader) = issued_key(
         &app,
@@ -164,7 +164,7 @@ async fn revoked_key_fails_at_once() {
 async fn expired_key_fails() {
     let clock = TestClock::new(Utc::now());
     let app = TestApp::spawn_with_clock(Arc::new(TestDatabase::new()), clock.clone()).await;
-    let (_, manager) = app.api_key("api_keys:manage").await;
+    let (_, manager) = app.api_key("api_keys:manage,users:read").await;
     let user_id = app.register_user("ada@example.com").await;
     let expires_at = Utc::now() + Duration::minutes(10);
     let (_, reader) = issued_key(
@@ -212,7 +212,7 @@ async fn unknown_scope_is_val_001() {
 #[tokio::test]
 async fn key_lifecycle_is_in_events_without_secret() {
     let app = TestApp::spawn().await;
-    let (manager_id, manager) = app.api_key("api_keys:manage").await;
+    let (manager_id, manager) = app.api_key("api_keys:manage,users:read").await;
     let (reader_id, reader) = issued_key(
         &app,
         &manager,
@@ -239,5 +239,96 @@ async fn key_lifecycle_is_in_events_without_secret() {
     assert_eq!(types, ["ApiKeyIssued", "ApiKeyRevoked"]);
     assert!(rows.iter().all(|row| !row.1.contains(&reader)));
     assert_eq!(rows[1].2["actor"], format!("api_key:{manager_id}"));
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn key_grants_only_scopes_it_holds() {
+    let app = TestApp::spawn().await;
+    let (_, manager) = app.api_key("api_keys:manage,users:read").await;
+
+    let wildcard = create_key(&app, &manager, &json!({"name": "root", "scopes": ["*"]})).await;
+    let writer = create_key(
+        &app,
+        &manager,
+        &json!({"name": "writer", "scopes": ["users:read", "users:write"]}),
+    )
+    .await;
+    let reader = create_key(
+        &app,
+        &manager,
+        &json!({"name": "reader", "scopes": ["users:read"]}),
+    )
+    .await;
+    let unknown = create_key(
+        &app,
+        &manager,
+        &json!({"name": "odd", "scopes": ["users:fly"]}),
+    )
+    .await;
+
+    assert_eq!(wildcard.status(), 403);
+    assert_error(&body(wildcard).await, "AUTH_002");
+    assert_eq!(writer.status(), 403);
+    assert_error(&body(writer).await, "AUTH_002");
+    assert_eq!(reader.status(), 201);
+    assert_eq!(unknown.status(), 400);
+    assert_error(&body(unknown).await, "VAL_001");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn two_credentials_are_auth_001() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com").await;
+    let (_, key) = app.api_key("users:read").await;
+
+    let with_wrong_key = app
+        .client
+        .get(app.url("/users/me"))
+        .bearer_auth(&token)
+        .header("x-api-key", "lak_wrong")
+        .send()
+        .await
+        .expect("request sent");
+    let with_both_valid = app
+        .client
+        .get(app.url("/users/me"))
+        .bearer_auth(&token)
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .expect("request sent");
+    let twice_bearer = app
+        .client
+        .get(app.url("/users/me"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("authorization", "Bearer las_wrong")
+        .send()
+        .await
+        .expect("request sent");
+
+    for response in [with_wrong_key, with_both_valid, twice_bearer] {
+        assert_eq!(response.status(), 401);
+        assert_error(&body(response).await, "AUTH_001");
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn key_naming_malformed_user_is_user_001() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.api_key("users:read").await;
+
+    let response = app
+        .client
+        .get(app.url("/users/abc"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .expect("request sent");
+
+    assert_eq!(response.status(), 404);
+    assert_error(&body(response).await, "USER_001");
     app.finish().await;
 }
