@@ -156,7 +156,17 @@ pub fn router(state: AppState) -> Router {
     let timeout = state.settings.request_timeout;
     let (api, openapi) = api();
 
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+    // The documentation page answers an unknown file with an empty 404 of its own.
+    let docs = Router::from(SwaggerUi::new("/docs").url("/openapi.json", openapi)).layer(
+        middleware::map_response(|response: Response| async move {
+            if response.status() == StatusCode::NOT_FOUND {
+                ApiError::NoRoute(StatusCode::NOT_FOUND).into_response()
+            } else {
+                response
+            }
+        }),
+    );
+    api.merge(docs)
         .route_layer(middleware::from_fn(record_route))
         .fallback(|| async { ApiError::NoRoute(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async { ApiError::NoRoute(StatusCode::METHOD_NOT_ALLOWED) })

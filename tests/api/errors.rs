@@ -125,8 +125,18 @@ async fn unknown_route_and_method_use_envelope() {
     )
     .await;
 
+    let (missing_doc, _, missing_doc_body) = call(
+        &app,
+        Request::get("/docs/nothing.js")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+
     assert_eq!(missing, StatusCode::NOT_FOUND);
     assert_error(&missing_body, "VAL_001");
+    assert_eq!(missing_doc, StatusCode::NOT_FOUND);
+    assert_error(&missing_doc_body, "VAL_001");
     assert_eq!(wrong_method, StatusCode::METHOD_NOT_ALLOWED);
     assert_error(&wrong_method_body, "VAL_001");
     app.finish().await;
@@ -256,5 +266,28 @@ async fn health_stays_up_after_bad_input() {
     assert_eq!(response.status(), 200);
     assert_eq!(ready.status(), 200);
     assert_eq!(body(ready).await["data"]["status"], "ready");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn docs_page_is_served_from_the_binary() {
+    let app = TestApp::spawn().await;
+
+    let page = app
+        .client
+        .get(format!("{}/docs/", app.address))
+        .send()
+        .await
+        .expect("request sent");
+    let stylesheet = app
+        .client
+        .get(format!("{}/docs/swagger-ui.css", app.address))
+        .send()
+        .await
+        .expect("request sent");
+
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.expect("page").contains("swagger-ui"));
+    assert_eq!(stylesheet.status(), 200);
     app.finish().await;
 }
