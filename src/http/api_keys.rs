@@ -113,7 +113,7 @@ impl RequestBody for CreateApiKeyRequest {
     const READ_ONLY: &'static [&'static str] = &["api_key_id", "key", "prefix", "created_at"];
 }
 
-/// Issues an API key. API key with `api_keys:manage` that also holds every scope it grants.
+/// Issues an API key. API key with `api_keys:manage` that also has every scope it grants.
 #[utoipa::path(
     post, path = "/api-keys", tag = "api-keys",
     request_body = CreateApiKeyRequest,
@@ -133,14 +133,14 @@ pub async fn create_api_key(
 ) -> Result<Success<IssuedApiKey>, ApiError> {
     caller.require_scope(SCOPE)?;
     let scopes = request.scopes.unwrap_or_default();
-    // A key hands out only what it holds, so `api_keys:manage` alone cannot mint a `*` key.
+    // A key grants only scopes it has itself, so `api_keys:manage` alone cannot mint a `*` key.
     // Unknown scopes pass here and are rejected as invalid by the aggregate.
     let escalates = scopes
         .iter()
         .filter(|scope| SCOPES.contains(&scope.as_str()))
         .any(|scope| caller.require_scope(scope).is_err());
     if escalates {
-        tracing::info!(actor = %caller.actor(), "API key refused: it asked for scopes the caller lacks");
+        tracing::info!(actor = %caller.actor(), "API key creation rejected: the caller lacks a requested scope");
         return Err(ApiError::Forbidden);
     }
     let metadata = client.metadata(caller.actor(), None);

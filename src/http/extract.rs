@@ -301,7 +301,7 @@ pub async fn check_credential(
 ) -> Result<Option<Result<Caller, RefusedCredential>>, ApiError> {
     let api_key_header = header::HeaderName::from_static("x-api-key");
     // A request names one credential once. Two headers, or one header twice, would make the
-    // outcome depend on which of them is read, so the request is refused.
+    // outcome depend on which of them is read, so the request is rejected.
     let sent = parts.headers.get_all(header::AUTHORIZATION).iter().count()
         + parts.headers.get_all(&api_key_header).iter().count();
     if sent > 1 {

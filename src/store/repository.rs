@@ -24,7 +24,7 @@ impl SealingRepository {
         Self { inner, keys }
     }
 
-    /// The key ring that seals and opens this repository's events.
+    /// Returns the key ring that seals and opens this repository's events.
     pub fn keys(&self) -> Arc<KeyRing> {
         self.keys.clone()
     }
