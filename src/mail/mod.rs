@@ -5,7 +5,8 @@
 //! requests the mail, so a crash between a command and the send only delays the mail. The
 //! sender claims a row for [`CLAIM_LEASE`], sends it with no transaction open, and then marks
 //! it, so a slow mail server never keeps a transaction open that would hold back the projector.
-//! A sender that dies mid-send leaves its claim to expire, and the row goes out again then.
+//! A sender that dies mid-send leaves its claim to expire, and the row goes out again then. A
+//! temporary failure puts the row back with a delay that doubles with each attempt.
 
 mod render;
 
@@ -32,9 +33,15 @@ pub const MAIL_DIR: &str = "mail";
 const MAX_ATTEMPTS: i32 = 10;
 /// Maximum wait for a reply from the SMTP server.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long a claimed row is left to its sender before another sender may take it. Longer
-/// than a whole SMTP exchange, so that a slow send is not duplicated.
+/// Longest time one mail may take to send, whatever the transport, so that a send always ends
+/// inside its claim.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a claimed row is left to its sender before another sender may take it: twice the
+/// send timeout, so a send ends well before its claim does.
 const CLAIM_LEASE: Duration = Duration::from_secs(120);
+/// Longest wait before the next attempt at a mail after a temporary failure; the wait doubles
+/// with each attempt up to this.
+const MAX_RETRY_DELAY_SECS: i32 = 600;
 
 enum Transport {
     File(AsyncFileTransport<Tokio1Executor>),
@@ -139,8 +146,10 @@ impl MailSender {
         loop {
             // SKIP LOCKED and the lease let several instances share the outbox without sending
             // a row twice. The claim commits at once: no transaction stays open during a send.
+            let claim_id = Uuid::now_v7();
             let row = sqlx::query_as::<_, OutboxRow>(
-                "UPDATE mail_outbox SET claimed_until = now() + make_interval(secs => $1)
+                "UPDATE mail_outbox SET claimed_until = now() + make_interval(secs => $1),
+                                        claim_id = $2
                   WHERE mail_id = (
                         SELECT mail_id FROM mail_outbox
                          WHERE outcome IS NULL
@@ -151,33 +160,50 @@ impl MailSender {
                   RETURNING mail_id, kind, recipient, secret, expires_at",
             )
             .bind(CLAIM_LEASE.as_secs_f64())
+            .bind(claim_id)
             .fetch_optional(&self.pool)
             .await?;
             let Some(row) = row else {
                 return Ok(sent);
             };
 
-            let delivery = self.deliver(&row).await;
+            let delivery = tokio::time::timeout(SEND_TIMEOUT, self.deliver(&row))
+                .await
+                .unwrap_or_else(|_| Delivery::Failed {
+                    reason: "the send timed out".to_owned(),
+                    permanent: false,
+                });
             if let Delivery::Failed { reason, .. } = &delivery {
                 // The reason names the failure only: server replies can quote the recipient.
                 tracing::warn!(mail_id = %row.mail_id, kind = %row.kind, %reason, "mail not delivered");
             }
-            sqlx::query(
+            // A queued row waits 2^attempts seconds (capped) before its next claim.
+            let recorded = sqlx::query(
                 "UPDATE mail_outbox SET
                     attempts = attempts + 1,
                     last_attempt_at = now(),
-                    claimed_until = NULL,
+                    claim_id = NULL,
+                    claimed_until = CASE WHEN $2::text IS NULL
+                        THEN now() + make_interval(secs => least(power(2, attempts + 1), $4)) END,
                     outcome = CASE WHEN $2::text IS NULL AND attempts + 1 >= $3 THEN 'failed'
                                    ELSE $2 END,
                     sent_at = CASE WHEN $2 = 'sent' THEN now() END,
                     secret = CASE WHEN $2::text IS NULL AND attempts + 1 < $3 THEN secret END
-                  WHERE mail_id = $1",
+                  WHERE mail_id = $1 AND claim_id = $5 AND outcome IS NULL",
             )
             .bind(row.mail_id)
             .bind(delivery.outcome())
             .bind(MAX_ATTEMPTS)
+            .bind(MAX_RETRY_DELAY_SECS)
+            .bind(claim_id)
             .execute(&self.pool)
             .await?;
+            if recorded.rows_affected() == 0 {
+                tracing::warn!(
+                    mail_id = %row.mail_id,
+                    "mail claim expired during the send; the outcome is left to the sender that took the row over"
+                );
+            }
 
             match delivery {
                 Delivery::Sent => {

@@ -216,13 +216,18 @@ async fn unreachable_server_keeps_mail_queued() {
     app.register_user("ada@example.com").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let (unsent, secret_kept): (i64, bool) = sqlx::query_as(
-        "SELECT count(*), bool_and(secret IS NOT NULL) FROM mail_outbox WHERE outcome IS NULL",
+    let (unsent, secret_kept, attempts, delayed): (i64, bool, i32, bool) = sqlx::query_as(
+        "SELECT count(*), bool_and(secret IS NOT NULL), max(attempts),
+                bool_and(claimed_until > now())
+           FROM mail_outbox WHERE outcome IS NULL",
     )
     .fetch_one(&app.pool)
     .await
     .expect("count");
     assert_eq!(unsent, 1);
     assert!(secret_kept);
+    // The next attempt waits: a dead server does not use up the attempts within seconds.
+    assert_eq!(attempts, 1);
+    assert!(delayed);
     app.finish().await;
 }
