@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -50,7 +51,7 @@ pub struct Projector {
 /// Handle to a running projector: the published positions and the tasks to wait for.
 #[derive(Clone)]
 pub struct ProjectorHandle {
-    positions: Arc<HashMap<&'static str, watch::Receiver<StreamPosition>>>,
+    positions: Arc<HashMap<&'static str, Published>>,
     tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -89,10 +90,18 @@ impl Projector {
             ensure_checkpoint(&self.pool, projection.name()).await?;
             let start = read_checkpoint(&self.pool, projection.name()).await?;
             let (sender, receiver) = watch::channel(start);
-            positions.insert(projection.name(), receiver);
+            let behind = Arc::new(AtomicBool::new(false));
+            positions.insert(
+                projection.name(),
+                Published {
+                    position: receiver,
+                    behind: behind.clone(),
+                },
+            );
             projections.push(Follower {
                 projection,
                 sender,
+                behind,
                 isolated: false,
                 retry_at: None,
             });
@@ -122,18 +131,33 @@ impl Projector {
 impl ProjectorHandle {
     /// Follows how far one projection has got, for work that runs after it commits.
     pub fn progress(&self, projection: &str) -> Option<watch::Receiver<StreamPosition>> {
-        self.positions.get(projection).cloned()
+        self.positions
+            .get(projection)
+            .map(|published| published.position.clone())
     }
 
-    /// Waits until every projection has passed `target`, or until `timeout`. Returns whether
-    /// all of them got there.
+    /// Waits until every projection that is keeping up has passed `target`, or until
+    /// `timeout`. Returns whether all of them got there. A projection behind the others
+    /// (rebuilding, or failing) is not waited for, so that it does not slow every command.
     pub async fn wait_for(&self, target: StreamPosition, timeout: Duration) -> bool {
+        self.wait_until(target, timeout, false).await
+    }
+
+    async fn wait_until(
+        &self,
+        target: StreamPosition,
+        timeout: Duration,
+        include_behind: bool,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
-        for receiver in self.positions.values() {
-            let mut receiver = receiver.clone();
+        for published in self.positions.values() {
+            let mut receiver = published.position.clone();
+            let behind = &published.behind;
             let reached = tokio::time::timeout_at(
                 deadline,
-                receiver.wait_for(|position| *position >= target),
+                receiver.wait_for(|position| {
+                    *position >= target || (!include_behind && behind.load(Ordering::Acquire))
+                }),
             )
             .await;
             if !matches!(reached, Ok(Ok(_))) {
@@ -159,14 +183,14 @@ impl ProjectorHandle {
             transaction_id,
             global_position,
         };
-        Ok(self.wait_for(target, timeout).await)
+        Ok(self.wait_until(target, timeout, true).await)
     }
 
     /// The position each projection has reached.
     pub fn positions(&self) -> HashMap<&'static str, StreamPosition> {
         self.positions
             .iter()
-            .map(|(name, receiver)| (*name, *receiver.borrow()))
+            .map(|(name, published)| (*name, *published.position.borrow()))
             .collect()
     }
 
@@ -200,15 +224,33 @@ async fn listen(mut listener: PgListener, waker: Arc<Notify>, shutdown: Cancella
     }
 }
 
+/// What the handle sees of one projection.
+struct Published {
+    position: watch::Receiver<StreamPosition>,
+    /// Set while the projection runs behind the others, alone.
+    behind: Arc<AtomicBool>,
+}
+
 /// A projection, the channel that publishes its checkpoint, and whether it runs on its own.
 struct Follower {
     projection: Arc<dyn Projection>,
     sender: watch::Sender<StreamPosition>,
+    behind: Arc<AtomicBool>,
     /// Set after the projection failed inside a shared batch, so that it is retried alone and
     /// its failure no longer rolls back the others. Cleared by its next successful batch.
     isolated: bool,
     /// Earliest time a projection whose own batch failed is tried again.
     retry_at: Option<Instant>,
+}
+
+impl Follower {
+    /// Records whether the projection runs behind the others. Waiters are woken when it falls
+    /// behind, so that a command stops waiting for it.
+    fn mark_behind(&self, behind: bool) {
+        if self.behind.swap(behind, Ordering::AcqRel) != behind && behind {
+            self.sender.send_modify(|_| {});
+        }
+    }
 }
 
 /// The projections one batch applies.
@@ -282,7 +324,12 @@ impl Worker {
     /// how long to wait before the next round.
     async fn run_round(&mut self) -> Duration {
         let (lagging, mut pause) = match self.run_batch(Group::Leaders).await {
-            Ok(batch) => (batch.lagging, batch.progress.pause(self.poll_interval)),
+            Ok(batch) => {
+                for (index, follower) in self.projections.iter().enumerate() {
+                    follower.mark_behind(batch.lagging.contains(&index));
+                }
+                (batch.lagging, batch.progress.pause(self.poll_interval))
+            }
             Err(BatchError {
                 projection: Some(index),
                 error,
@@ -294,6 +341,7 @@ impl Worker {
                     "projection failed in a shared batch; retrying it on its own"
                 );
                 follower.isolated = true;
+                follower.mark_behind(true);
                 return Duration::ZERO;
             }
             Err(BatchError { error, .. }) => {
@@ -380,11 +428,31 @@ impl Worker {
         .bind(BATCH_SIZE)
         .fetch_all(&mut *transaction)
         .await?;
-        let full_batch = rows.len() as i64 == BATCH_SIZE;
+        let mut full_batch = rows.len() as i64 == BATCH_SIZE;
 
+        // A projection catching up alone stops at the furthest checkpoint of the others, so
+        // that it lands on it and shares their batches from then on.
+        let limit = match group {
+            Group::Leaders => None,
+            Group::Alone(index) => checkpoints
+                .iter()
+                .enumerate()
+                .filter(|(other, _)| *other != index)
+                .map(|(_, position)| *position)
+                .max()
+                .filter(|head| *head > checkpoints[index]),
+        };
         let mut reached = checkpoints.clone();
         let mut held_back = false;
         for row in rows {
+            let position = StreamPosition {
+                transaction_id: row.try_get("transaction_id")?,
+                global_position: row.try_get("global_position")?,
+            };
+            if limit.is_some_and(|limit| position > limit) {
+                full_batch = false;
+                break;
+            }
             if !row.try_get::<bool, _>("finished")? {
                 held_back = true;
                 break;

@@ -247,6 +247,10 @@ async fn failing_projection_does_not_hold_others() {
     let head = head_position(&pool).await;
     wait_until_reached(&projector, "test_healthy", head).await;
     assert!(projector.positions()["test_failing"] < head);
+    // A command waits only for the projections that keep up.
+    let started = std::time::Instant::now();
+    assert!(projector.wait_for(head, Duration::from_secs(5)).await);
+    assert!(started.elapsed() < Duration::from_secs(1));
 
     failing.store(false, Ordering::SeqCst);
     wait_until_reached(&projector, "test_failing", head).await;
