@@ -113,7 +113,8 @@ impl RequestBody for CreateApiKeyRequest {
     const READ_ONLY: &'static [&'static str] = &["api_key_id", "key", "prefix", "created_at"];
 }
 
-/// Issues an API key. API key with `api_keys:manage` that also has every scope it grants.
+/// Issues an API key. API key with `api_keys:manage` that also has every scope it grants and,
+/// if it expires, expires no earlier than the new key.
 #[utoipa::path(
     post, path = "/api-keys", tag = "api-keys",
     request_body = CreateApiKeyRequest,
@@ -142,6 +143,20 @@ pub async fn create_api_key(
     if escalates {
         tracing::info!(actor = %caller.actor(), "API key creation rejected: the caller lacks a requested scope");
         return Err(ApiError::Forbidden);
+    }
+    // Nor does a key outlive the key that issued it.
+    if let Caller::ApiKey {
+        expires_at: Some(limit),
+        ..
+    } = &caller
+    {
+        if request
+            .expires_at
+            .is_none_or(|expires_at| expires_at > *limit)
+        {
+            tracing::info!(actor = %caller.actor(), "API key creation rejected: it would outlive the caller");
+            return Err(ApiError::Forbidden);
+        }
     }
     let metadata = client.metadata(caller.actor(), None);
 

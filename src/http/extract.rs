@@ -183,6 +183,8 @@ pub enum Caller {
     ApiKey {
         api_key_id: Uuid,
         scopes: Vec<String>,
+        /// When the key stops working, if ever.
+        expires_at: Option<DateTime<Utc>>,
     },
 }
 
@@ -388,7 +390,11 @@ async fn check_api_key(
     if revoked || expires_at.is_some_and(|expires_at| expires_at <= state.clock.now()) {
         return Ok(Err(RefusedCredential::Invalid));
     }
-    Ok(Ok(Caller::ApiKey { api_key_id, scopes }))
+    Ok(Ok(Caller::ApiKey {
+        api_key_id,
+        scopes,
+        expires_at,
+    }))
 }
 
 impl FromRequestParts<AppState> for Caller {

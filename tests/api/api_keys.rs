@@ -332,3 +332,54 @@ async fn key_naming_malformed_user_is_user_001() {
     assert_error(&body(response).await, "USER_001");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn key_cannot_outlive_its_issuer() {
+    let app = TestApp::spawn().await;
+    let (_, root) = app.api_key("api_keys:manage,users:read").await;
+    let issuer_expiry = Utc::now() + Duration::hours(1);
+    let (_, issuer) = issued_key(
+        &app,
+        &root,
+        &json!({
+            "name": "temporary manager",
+            "scopes": ["api_keys:manage", "users:read"],
+            "expires_at": issuer_expiry,
+        }),
+    )
+    .await;
+
+    let forever = create_key(
+        &app,
+        &issuer,
+        &json!({"name": "forever", "scopes": ["users:read"]}),
+    )
+    .await;
+    let later = create_key(
+        &app,
+        &issuer,
+        &json!({
+            "name": "later",
+            "scopes": ["users:read"],
+            "expires_at": issuer_expiry + Duration::hours(1),
+        }),
+    )
+    .await;
+    let within = create_key(
+        &app,
+        &issuer,
+        &json!({
+            "name": "within",
+            "scopes": ["users:read"],
+            "expires_at": issuer_expiry - Duration::minutes(30),
+        }),
+    )
+    .await;
+
+    assert_eq!(forever.status(), 403);
+    assert_error(&body(forever).await, "AUTH_002");
+    assert_eq!(later.status(), 403);
+    assert_error(&body(later).await, "AUTH_002");
+    assert_eq!(within.status(), 201);
+    app.finish().await;
+}
