@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
+use super::strict_json::{self, StrictJsonErrorKind};
 use aggregates::api_key::grants;
 
 use crate::crypto::{TokenKind, hash_token};
@@ -67,9 +68,21 @@ impl<S: Send + Sync, T: RequestBody> FromRequest<S> for ApiJson<T> {
 
 /// Parses `bytes` as a JSON object, then reports missing, read-only and invalid fields.
 pub fn parse_body<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|error| ApiError::Invalid {
-        message: "The request body is not valid JSON".to_owned(),
-        details: json!({"line": error.line(), "column": error.column()}),
+    let value = strict_json::parse(bytes).map_err(|error| {
+        let message = match error.kind {
+            StrictJsonErrorKind::Syntax => "The request body is not valid JSON".to_owned(),
+            StrictJsonErrorKind::DuplicateKey => {
+                "The request body repeats a key within one object".to_owned()
+            }
+            StrictJsonErrorKind::TooDeep => format!(
+                "The request body nests objects and arrays more than {} levels deep",
+                strict_json::MAX_DEPTH
+            ),
+        };
+        ApiError::Invalid {
+            message,
+            details: json!({"line": error.line, "column": error.column}),
+        }
     })?;
     let Value::Object(object) = &value else {
         return Err(ApiError::invalid("The request body must be a JSON object"));

@@ -12,6 +12,7 @@ pub mod ops;
 pub mod password;
 pub mod rate_limit;
 pub mod sessions;
+pub mod strict_json;
 pub mod users;
 
 use std::sync::Arc;

@@ -54,6 +54,22 @@ async fn malformed_bodies_are_val_001_and_write_nothing() {
         ),
         ("invalid UTF-8", invalid_utf8),
         (
+            "repeated key",
+            format!(
+                r#"{{"email": "ada@example.com", "email": "eve@example.com", "password": "{PASSWORD}"}}"#
+            )
+            .into_bytes(),
+        ),
+        (
+            "deep nesting",
+            format!(
+                r#"{{"email": "ada@example.com", "password": "{PASSWORD}", "metadata": {}0{}}}"#,
+                "[".repeat(3000),
+                "]".repeat(3000)
+            )
+            .into_bytes(),
+        ),
+        (
             "huge string",
             json!({"email": "ada@example.com", "password": PASSWORD, "display_name": "x".repeat(60_000)})
                 .to_string()
