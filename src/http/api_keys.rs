@@ -90,7 +90,7 @@ pub async fn issue_api_key(
 fn key_rejection(error: ApiKeyError) -> ApiError {
     match error {
         ApiKeyError::Invalid { field, reason } => ApiError::Invalid {
-            message: "one or more fields are invalid".to_owned(),
+            message: "One or more fields are invalid".to_owned(),
             details: json!({"fields": [{"field": field, "reason": reason}]}),
         },
         ApiKeyError::NotFound => ApiError::invalid("No API key has this id"),

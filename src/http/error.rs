@@ -85,7 +85,7 @@ impl ApiError {
             .map(|error| json!({"field": error.field, "reason": error.reason}))
             .collect();
         Self::Invalid {
-            message: "one or more fields are invalid".to_owned(),
+            message: "One or more fields are invalid".to_owned(),
             details: json!({ "fields": fields }),
         }
     }

@@ -50,6 +50,17 @@ impl<S: Send + Sync, T: RequestBody> FromRequest<S> for ApiJson<T> {
         if !is_json {
             return Err(ApiError::invalid("Content-Type must be application/json"));
         }
+        // Bodies are read as sent, so a compressed one would be parsed as garbage.
+        let encoded = request
+            .headers()
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .any(|value| !value.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if encoded {
+            return Err(ApiError::invalid(
+                "Content-Encoding is not supported; send the body uncompressed",
+            ));
+        }
 
         let bytes = Bytes::from_request(request, state)
             .await

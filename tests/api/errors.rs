@@ -88,6 +88,25 @@ async fn malformed_bodies_are_val_001_and_write_nothing() {
 }
 
 #[tokio::test]
+async fn compressed_body_is_val_001() {
+    let app = TestApp::spawn().await;
+    let request = Request::post("/api/v1/users")
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(Body::from(
+            json!({"email": "ada@example.com", "password": PASSWORD}).to_string(),
+        ))
+        .expect("request");
+
+    let (status, _, body) = call(&app, request).await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&body, "VAL_001");
+    assert_eq!(app.event_count().await, 0);
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn oversized_body_is_413_val_001() {
     let app = TestApp::spawn().await;
     let padding = "x".repeat(70 * 1024);
