@@ -8,7 +8,7 @@
 //! governor counts with GCRA. Keys whose bucket has refilled are pruned every minute and
 //! whenever a limiter holds too many keys, so memory stays bounded under many distinct keys.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -249,7 +249,7 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
         .map(|info| info.0.ip());
     let client_ip = state.limits.client_ip(peer, &parts.headers);
     parts.extensions.insert(ClientIp(client_ip));
-    let ip_key = client_ip.map_or_else(|| "ip:unknown".to_owned(), |ip| format!("ip:{ip}"));
+    let ip_key = client_ip.map_or_else(|| "ip:unknown".to_owned(), ip_key);
 
     // A database failure here is left for the handler to report; the request is keyed by IP.
     let caller = match check_credential(&state, &parts).await {
@@ -293,6 +293,20 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     let mut response = next.run(Request::from_parts(parts, body)).await;
     insert_headers(response.headers_mut(), &decision, now_unix);
     response
+}
+
+/// Keys an anonymous client by its address. An IPv6 client is keyed by its /64 network,
+/// because one host usually holds a whole /64 and could otherwise use a fresh address for
+/// every request.
+fn ip_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let network = u128::from(v6) & !(u128::MAX >> 64);
+            format!("ip:{}/64", Ipv6Addr::from(network))
+        }
+        IpAddr::V6(v6) => format!("ip:{}", v6.to_canonical()),
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+    }
 }
 
 /// Counts a request that failed before its key could be read and adds the headers.
@@ -350,6 +364,20 @@ mod tests {
 
         assert_eq!(first.as_deref(), Some("account:ada@example.com"));
         assert_eq!(first, second);
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        let first = ip_key("2001:db8:1:2::1".parse().expect("ip"));
+        let second = ip_key("2001:db8:1:2:ffff:ffff:ffff:ffff".parse().expect("ip"));
+        let other = ip_key("2001:db8:1:3::1".parse().expect("ip"));
+        let mapped = ip_key("::ffff:192.0.2.7".parse().expect("ip"));
+
+        assert_eq!(first, "ip:2001:db8:1:2::/64");
+        assert_eq!(first, second);
+        assert_ne!(first, other);
+        assert_eq!(mapped, "ip:192.0.2.7");
+        assert_eq!(ip_key("192.0.2.7".parse().expect("ip")), "ip:192.0.2.7");
     }
 
     #[test]
