@@ -265,3 +265,27 @@ async fn failing_projection_does_not_hold_others() {
     projector.join().await;
     second.finish().await;
 }
+
+#[tokio::test]
+async fn running_service_rebuilds_replayed_projection() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com").await;
+    let patched = app.patch_me(&token, &json!({"locale": "de"})).await;
+    assert_eq!(patched.status(), 200);
+
+    projections::reset_projection(&app.pool, &projections::ProfilesProjection)
+        .await
+        .expect("reset the profiles projection");
+    let started = std::time::Instant::now();
+    let mut profile = app.get_me(&token).await;
+    while profile.status() != 200 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        profile = app.get_me(&token).await;
+    }
+
+    assert_eq!(profile.status(), 200);
+    let profile = body(profile).await;
+    assert_eq!(profile["data"]["locale"], "de");
+    assert_eq!(profile["data"]["version"], 2);
+    app.finish().await;
+}
