@@ -94,7 +94,16 @@ impl Projection for VerificationsProjection {
                 .execute(&mut *connection)
                 .await?;
             }
-            UserEvent::PasswordChanged(_) => delete_reset(connection, user_id).await?,
+            UserEvent::PasswordChanged(_) => {
+                delete_reset(connection, user_id).await?;
+                // The aggregate voids a pending change of address on a new password.
+                sqlx::query(
+                    "DELETE FROM email_verifications WHERE user_id = $1 AND purpose = 'email_change'",
+                )
+                .bind(user_id)
+                .execute(&mut *connection)
+                .await?;
+            }
             _ => {}
         }
         Ok(())

@@ -327,3 +327,53 @@ async fn change_to_taken_address_is_user_003() {
     assert_error(&body(response).await, "USER_003");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn password_change_voids_pending_link() {
+    let app = TestApp::spawn().await;
+    let mut mail = MailDirectory::of(&app);
+    let (_, token) = app.signed_in("ada@example.com").await;
+    let requested = post(
+        &app,
+        "/users/me/email/change",
+        Some(&token),
+        &json!({
+            "new_email": "mallory@example.com",
+            "current_password": PASSWORD,
+            "verification_method": "email_link",
+        }),
+    )
+    .await;
+    assert_eq!(requested.status(), 202);
+    let link_token = token_in(&mail.next_for("mallory@example.com").await, "lev_");
+
+    let changed = post(
+        &app,
+        "/users/me/password/change",
+        Some(&token),
+        &json!({"current_password": PASSWORD, "new_password": "violet ostrich paints thunder"}),
+    )
+    .await;
+    assert_eq!(changed.status(), 200);
+    let verified = post(
+        &app,
+        "/users/email/verify-link",
+        None,
+        &json!({"token": link_token}),
+    )
+    .await;
+    let status = app
+        .client
+        .get(app.url("/users/me/email/status"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request sent");
+
+    assert_eq!(verified.status(), 401);
+    assert_error(&body(verified).await, "AUTH_001");
+    let status = body(status).await;
+    assert_eq!(status["data"]["email"], "ada@example.com");
+    assert_eq!(status["data"]["pending_change"], serde_json::Value::Null);
+    app.finish().await;
+}

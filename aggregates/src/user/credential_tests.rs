@@ -222,6 +222,28 @@ async fn password_change_voids_reset_token() {
 }
 
 #[tokio::test]
+async fn password_reset_voids_pending_change() {
+    let user_id = Uuid::now_v7();
+    let request = Uuid::now_v7();
+    let reset = UserEvent::PasswordChanged(PasswordChanged {
+        password_hash: Personal::Known("hash".to_owned()),
+        method: PasswordChangeMethod::Reset,
+        kept_session_id: None,
+        changed_at: now(),
+    });
+
+    framework()
+        .given(vec![
+            registered(user_id),
+            change_requested(request, "good"),
+            reset,
+        ])
+        .when_async(verify(request, "good"))
+        .await
+        .then_expect_error(UserError::InvalidCode);
+}
+
+#[tokio::test]
 async fn reset_of_suspended_account_is_refused() {
     let user_id = Uuid::now_v7();
     let suspended = UserEvent::UserSuspended(UserSuspended {

@@ -369,6 +369,16 @@ impl User {
             UserEvent::PasswordChanged(event) => {
                 self.password_hash = event.password_hash.into_known();
                 self.password_reset = None;
+                // A change of address asked for under the old password is void: whoever knew
+                // that password could have asked for it, and a new password is how the owner
+                // takes the account back.
+                if self
+                    .pending_verification
+                    .as_ref()
+                    .is_some_and(|pending| pending.purpose == VerificationPurpose::EmailChange)
+                {
+                    self.pending_verification = None;
+                }
                 self.updated_at = Some(event.changed_at);
             }
             UserEvent::PasswordResetRequested(event) => {
