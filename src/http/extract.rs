@@ -348,8 +348,15 @@ pub async fn check_credential(
     Ok(None)
 }
 
-/// Last use of a session is written at most once per this interval.
-const ACTIVITY_GRANULARITY_SECS: i64 = 60;
+/// Longest interval between two writes of a session's last use.
+const MAX_ACTIVITY_INTERVAL: chrono::Duration = chrono::Duration::seconds(60);
+
+/// How stale the stored last use of a session may get before a request writes it again: a
+/// tenth of the idle timeout, at most a minute. A session in use therefore ends at most that
+/// much before its idle timeout, however short the timeout is.
+fn activity_interval(idle_timeout: chrono::Duration) -> chrono::Duration {
+    (idle_timeout / 10).min(MAX_ACTIVITY_INTERVAL)
+}
 
 async fn check_session(
     state: &AppState,
@@ -379,7 +386,7 @@ async fn check_session(
         return Ok(Err(RefusedCredential::Suspended));
     }
 
-    if (now - last_seen).num_seconds() >= ACTIVITY_GRANULARITY_SECS {
+    if now - last_seen >= activity_interval(state.settings.session_idle_timeout) {
         sqlx::query(
             "INSERT INTO session_activity (session_id, last_seen_at) VALUES ($1, $2)
              ON CONFLICT (session_id) DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at

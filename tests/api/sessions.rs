@@ -205,6 +205,27 @@ async fn idle_session_expires() {
 }
 
 #[tokio::test]
+async fn short_idle_timeout_spares_active_session() {
+    let clock = TestClock::new(Utc::now());
+    let mut database = TestDatabase::new();
+    database.config.session_idle_timeout_secs = 10;
+    let app = TestApp::spawn_with_clock(Arc::new(database), clock.clone()).await;
+    let (_, token) = app.signed_in("ada@example.com").await;
+
+    // A request every 6 seconds, for half a minute, within the 10-second idle timeout.
+    for _ in 0..5 {
+        clock.advance(Duration::seconds(6));
+        assert_eq!(app.get_me(&token).await.status(), 200);
+    }
+    clock.advance(Duration::seconds(11));
+    let after_idle = app.get_me(&token).await;
+
+    assert_eq!(after_idle.status(), 401);
+    assert_error(&body(after_idle).await, "AUTH_001");
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn session_ends_at_absolute_lifetime() {
     let clock = TestClock::new(Utc::now());
     let app = TestApp::spawn_with_clock(Arc::new(TestDatabase::new()), clock.clone()).await;
