@@ -66,6 +66,7 @@ impl Email {
                 "must not contain spaces or control characters",
             ));
         }
+        let canonical = canonical_parts(&canonical)?;
         let valid = email_address::EmailAddress::parse_with_options(
             &canonical,
             email_address::Options::default()
@@ -86,6 +87,33 @@ impl Email {
 
     pub fn local_part(&self) -> &str {
         self.0.rsplit_once('@').map_or(&self.0, |(local, _)| local)
+    }
+}
+
+/// Checks the local part and puts the domain in its ASCII form, so that each mailbox has one
+/// spelling. The local part may hold the unquoted characters of RFC 5322 and letters and digits
+/// of any script: a quoted local part names the same mailbox as its unquoted form, and invisible
+/// characters (soft hyphen, zero-width space, direction overrides) would let two spellings look
+/// alike. The domain goes through IDNA (UTS 46), so its Unicode and `xn--` forms are one.
+fn canonical_parts(address: &str) -> Result<String, FieldError> {
+    let invalid = || FieldError::new("email", "is not a valid email address");
+    let (local, domain) = address.rsplit_once('@').ok_or_else(invalid)?;
+
+    let plain = |c: char| {
+        c.is_ascii_alphanumeric()
+            || "!#$%&'*+-/=?^_`{|}~.".contains(c)
+            || (!c.is_ascii() && c.is_alphanumeric())
+    };
+    if local.is_empty() || !local.chars().all(plain) {
+        return Err(FieldError::new(
+            "email",
+            "must not contain quotes, invisible characters or symbols outside RFC 5322 in the \
+             part before the @",
+        ));
+    }
+    match url::Host::parse(domain) {
+        Ok(url::Host::Domain(ascii)) => Ok(format!("{local}@{ascii}")),
+        _ => Err(invalid()),
     }
 }
 
@@ -341,6 +369,38 @@ mod tests {
         let email = Email::parse("ＡＤＡ@example.com").expect("valid");
 
         assert_eq!(email.as_str(), "ada@example.com");
+    }
+
+    #[test]
+    fn email_domain_has_one_spelling() {
+        let unicode = Email::parse("bob@exämple.com").expect("valid");
+        let ascii = Email::parse("bob@xn--exmple-cua.com").expect("valid");
+        let soft_hyphen = Email::parse("bob@exam\u{ad}ple.com").expect("valid");
+
+        assert_eq!(unicode.as_str(), "bob@xn--exmple-cua.com");
+        assert_eq!(unicode, ascii);
+        assert_eq!(soft_hyphen.as_str(), "bob@example.com");
+        // A zero-width space in the domain is either rejected or dropped, never kept.
+        if let Ok(zero_width) = Email::parse("bob@example.c\u{200b}om") {
+            assert_eq!(zero_width.as_str(), "bob@example.com");
+        }
+    }
+
+    #[test]
+    fn email_local_part_rejects_lookalikes() {
+        for raw in [
+            "\"bob\"@example.com",
+            "b\u{ad}ob@example.com",
+            "\u{202e}bob@example.com",
+            "b\u{200b}ob@example.com",
+            "bob\u{2060}@example.com",
+        ] {
+            assert!(Email::parse(raw).is_err(), "{raw:?} was accepted");
+        }
+        assert_eq!(
+            Email::parse("josé@example.com").expect("valid").as_str(),
+            "josé@example.com"
+        );
     }
 
     #[test]

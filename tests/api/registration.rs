@@ -69,6 +69,32 @@ async fn registration_of_taken_address_is_user_003() {
 }
 
 #[tokio::test]
+async fn other_spellings_of_taken_address_are_user_003_or_val_001() {
+    let app = TestApp::spawn().await;
+    app.register_user("bob@xn--exmple-cua.com").await;
+    let events_before = app.event_count().await;
+
+    let unicode_domain = app
+        .register(&json!({"email": "bob@exämple.com", "password": PASSWORD}))
+        .await;
+    let quoted = app
+        .register(&json!({"email": "\"bob\"@xn--exmple-cua.com", "password": PASSWORD}))
+        .await;
+    let invisible = app
+        .register(&json!({"email": "b\u{200b}ob@xn--exmple-cua.com", "password": PASSWORD}))
+        .await;
+
+    assert_eq!(unicode_domain.status(), 409);
+    assert_error(&body(unicode_domain).await, "USER_003");
+    assert_eq!(quoted.status(), 400);
+    assert_error(&body(quoted).await, "VAL_001");
+    assert_eq!(invisible.status(), 400);
+    assert_error(&body(invisible).await, "VAL_001");
+    assert_eq!(app.event_count().await, events_before);
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn registration_without_password_is_val_002() {
     let app = TestApp::spawn().await;
 
