@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use aggregates::sealing::DataKey;
 use aggregates::services::{BlindIndex, PasswordHasher, ServiceError};
-use aggregates::values::Email;
+use aggregates::values::{Email, normalize_password};
 use anyhow::Context;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
@@ -252,17 +252,22 @@ fn hash_blocking(password: &str) -> anyhow::Result<String> {
     Ok(hash.to_string())
 }
 
+/// The password as it is hashed and verified: in NFKC.
+fn normalized(password: &SecretString) -> SecretString {
+    SecretString::from(normalize_password(password.expose_secret()))
+}
+
 #[async_trait]
 impl PasswordHasher for Argon2Hasher {
     async fn hash(&self, password: &SecretString) -> Result<String, ServiceError> {
-        let password = password.clone();
+        let password = normalized(password);
         self.run(move || hash_blocking(password.expose_secret()))
             .await?
             .map_err(|error| ServiceError(error.to_string()))
     }
 
     async fn verify(&self, password: &SecretString, hash: &str) -> Result<bool, ServiceError> {
-        let password = password.clone();
+        let password = normalized(password);
         let hash = hash.to_owned();
         self.run(move || {
             let Ok(parsed) = PasswordHash::new(&hash) else {

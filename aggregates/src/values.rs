@@ -321,18 +321,35 @@ fn depth(value: &Value) -> usize {
     }
 }
 
-/// Checks a new password against the policy: 12 to 128 characters, a zxcvbn score of at least
-/// three, and not containing the local part of the account's email address.
+/// Brings a password to NFKC, as NIST SP 800-63B advises, so that one password typed on two
+/// keyboards (composed or decomposed accents, full-width letters) hashes alike. Hashing,
+/// verification and the policy all see this form.
+pub fn normalize_password(password: &str) -> String {
+    password.nfkc().collect()
+}
+
+/// Checks a new password against the policy: 12 to 128 characters after NFKC, no control
+/// characters, a zxcvbn score of at least three, and not containing the local part of the
+/// account's email address.
 pub fn check_password_policy(
     field: &'static str,
     password: &str,
     email: &Email,
 ) -> Result<(), FieldError> {
+    let password = normalize_password(password);
+    let password = password.as_str();
     let chars = password.chars().count();
     if !(PASSWORD_MIN_CHARS..=PASSWORD_MAX_CHARS).contains(&chars) {
         return Err(FieldError::new(
             field,
             format!("must be {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters"),
+        ));
+    }
+
+    if has_control(password) {
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
         ));
     }
 
@@ -496,5 +513,21 @@ mod tests {
         assert!(check_password_policy("password", "passwordpassword", &email).is_err());
         assert!(check_password_policy("password", "ada.lovelace-rules-99", &email).is_err());
         assert!(check_password_policy("password", &"Zq9!".repeat(40), &email).is_err());
+    }
+
+    #[test]
+    fn password_policy_reads_normal_form() {
+        let email = Email::parse("violetostrich@example.com").expect("valid");
+
+        // Full-width letters fold to the local part of the address.
+        let full_width = "ｖｉｏｌｅｔｏｓｔｒｉｃｈ paints 8221";
+        assert!(check_password_policy("password", full_width, &email).is_err());
+        assert!(
+            check_password_policy("password", "amber walrus\u{0}hums quietly", &email).is_err()
+        );
+        assert_eq!(
+            normalize_password("cafe\u{301} cre\u{300}me"),
+            normalize_password("caf\u{e9} cr\u{e8}me")
+        );
     }
 }

@@ -133,3 +133,19 @@ async fn expired_session_is_auth_001() {
     assert_error(&body(response).await, "AUTH_001");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn password_matches_in_any_unicode_form() {
+    let app = TestApp::spawn().await;
+    let composed = "caf\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e na\u{ef}ve";
+    let decomposed = "cafe\u{301} cre\u{300}me bru\u{302}le\u{301}e nai\u{308}ve";
+    let registered = app
+        .register(&json!({"email": "ada@example.com", "password": composed}))
+        .await;
+    assert_eq!(registered.status(), 201);
+
+    let response = app.login("ada@example.com", decomposed).await;
+
+    assert_eq!(response.status(), 200);
+    app.finish().await;
+}
