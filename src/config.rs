@@ -99,14 +99,16 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// Absolute lifetime of a session, in seconds.
-    #[arg(long, env = "LEDGER_SESSION_LIFETIME_SECS", default_value_t = 86_400)]
+    #[arg(long, env = "LEDGER_SESSION_LIFETIME_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub session_lifetime_secs: u32,
 
     /// Idle timeout of a session: it ends after this many seconds without a request.
     #[arg(
         long,
         env = "LEDGER_SESSION_IDLE_TIMEOUT_SECS",
-        default_value_t = 1_800
+        default_value_t = 1_800,
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub session_idle_timeout_secs: u32,
 
@@ -127,7 +129,8 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Largest number of database connections in the pool.
-    #[arg(long, env = "LEDGER_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    #[arg(long, env = "LEDGER_DB_MAX_CONNECTIONS", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub db_max_connections: u32,
 
     /// Largest number of password hashes computed at once; 0 means one per CPU.
@@ -139,11 +142,13 @@ pub struct Config {
     pub projection_wait_ms: u64,
 
     /// Interval at which projectors poll when no notification arrives, in milliseconds.
-    #[arg(long, env = "LEDGER_PROJECTION_POLL_MS", default_value_t = 1_000)]
+    #[arg(long, env = "LEDGER_PROJECTION_POLL_MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub projection_poll_ms: u64,
 
     /// Longest time one request may take before it is answered with 503, in seconds.
-    #[arg(long, env = "LEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "LEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_secs: u64,
 
     /// Issuer that authenticator apps show for a TOTP entry, also the prefix of its label.
