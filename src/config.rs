@@ -113,15 +113,18 @@ pub struct Config {
     pub session_idle_timeout_secs: u32,
 
     /// Requests per minute in the standard rate-limit class, per user, API key or client IP.
-    #[arg(long, env = "LEDGER_RATE_STANDARD", default_value_t = 100)]
+    #[arg(long, env = "LEDGER_RATE_STANDARD", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_standard: u32,
 
     /// Requests per minute in the sensitive class (login, password, codes), per account.
-    #[arg(long, env = "LEDGER_RATE_SENSITIVE", default_value_t = 10)]
+    #[arg(long, env = "LEDGER_RATE_SENSITIVE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_sensitive: u32,
 
     /// Requests per minute in the bulk class, per API key.
-    #[arg(long, env = "LEDGER_RATE_BULK", default_value_t = 10)]
+    #[arg(long, env = "LEDGER_RATE_BULK", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_bulk: u32,
 
     /// Comma-separated proxy addresses or CIDR ranges whose `X-Forwarded-For` is believed.
@@ -173,11 +176,13 @@ pub struct Config {
     pub mail_from: String,
 
     /// Lifetime of an email verification code or link, in seconds.
-    #[arg(long, env = "LEDGER_VERIFICATION_TTL_SECS", default_value_t = 3_600)]
+    #[arg(long, env = "LEDGER_VERIFICATION_TTL_SECS", default_value_t = 3_600,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub verification_ttl_secs: u32,
 
     /// Lifetime of a password reset token, in seconds.
-    #[arg(long, env = "LEDGER_RESET_TTL_SECS", default_value_t = 3_600)]
+    #[arg(long, env = "LEDGER_RESET_TTL_SECS", default_value_t = 3_600,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub reset_ttl_secs: u32,
 }
 

@@ -67,6 +67,13 @@ impl Email {
             ));
         }
         let canonical = canonical_parts(&canonical)?;
+        // The ASCII form of a domain can be longer than the form that was sent.
+        if canonical.len() > EMAIL_MAX_LEN {
+            return Err(FieldError::new(
+                "email",
+                format!("must be at most {EMAIL_MAX_LEN} bytes"),
+            ));
+        }
         let valid = email_address::EmailAddress::parse_with_options(
             &canonical,
             email_address::Options::default()
@@ -91,10 +98,14 @@ impl Email {
 }
 
 /// Checks the local part and puts the domain in its ASCII form, so that each mailbox has one
-/// spelling. The local part may hold the unquoted characters of RFC 5322 and letters and digits
-/// of any script: a quoted local part names the same mailbox as its unquoted form, and invisible
-/// characters (soft hyphen, zero-width space, direction overrides) would let two spellings look
-/// alike. The domain goes through IDNA (UTS 46), so its Unicode and `xn--` forms are one.
+/// spelling. The local part may hold the unquoted characters of RFC 5322 and characters that
+/// Unicode counts as alphabetic or numeric: a quoted local part names the same mailbox as its
+/// unquoted form, and invisible characters (soft hyphen, zero-width space, direction overrides)
+/// would let two spellings look alike.
+/// NOTE: combining marks that are not alphabetic (needed by some scripts, such as Devanagari
+/// vowel signs) are rejected too.
+/// The domain goes through IDNA (UTS 46), which drops ignorable characters such as a soft hyphen
+/// and percent-decodes, so the Unicode and `xn--` forms of a domain are one.
 fn canonical_parts(address: &str) -> Result<String, FieldError> {
     let invalid = || FieldError::new("email", "is not a valid email address");
     let (local, domain) = address.rsplit_once('@').ok_or_else(invalid)?;
@@ -401,6 +412,14 @@ mod tests {
         if let Ok(zero_width) = Email::parse("bob@example.c\u{200b}om") {
             assert_eq!(zero_width.as_str(), "bob@example.com");
         }
+    }
+
+    #[test]
+    fn email_length_counts_ascii_domain() {
+        let raw = format!("{}@{}com", "a".repeat(64), "ä.".repeat(30));
+        assert!(raw.len() <= EMAIL_MAX_LEN);
+
+        assert!(Email::parse(&raw).is_err());
     }
 
     #[test]

@@ -403,8 +403,9 @@ pub async fn resend_verification(
     UserPath(segment): UserPath,
 ) -> Result<Success<EmailChangeAccepted>, ApiError> {
     let user_id = caller.resolve_user(&segment, "users:write")?;
-    // The aggregate keeps the pending request's id; this one is a placeholder.
-    let secrets = new_secrets(&state, user_id, Uuid::nil());
+    // The aggregate keeps the pending request's id; this one names a new verification of an
+    // address that has none pending.
+    let secrets = new_secrets(&state, user_id, Uuid::now_v7());
     let metadata = client.metadata(caller.actor(), None);
     state
         .users

@@ -164,11 +164,54 @@ async fn resend_keeps_request_and_replaces_code() {
 
 #[tokio::test]
 async fn resend_without_pending_is_rejected() {
+    let verified = UserEvent::EmailVerified(EmailVerified {
+        change_request_id: Uuid::now_v7(),
+        purpose: VerificationPurpose::Registration,
+        email: Personal::Known("ada@example.com".to_owned()),
+        email_index: "moc.elpmaxe@ada".to_owned(),
+        previous_email: Personal::Known(None),
+        previous_email_index: None,
+        verified_at: now(),
+    });
+
     framework()
-        .given(vec![registered(Uuid::now_v7())])
+        .given(vec![registered(Uuid::now_v7()), verified])
         .when_async(UserCommand::ResendVerification(secrets(Uuid::nil(), "new")))
         .await
         .then_expect_error(UserError::NoPendingVerification);
+}
+
+#[tokio::test]
+async fn resend_for_unverified_address_starts_verification() {
+    let user_id = Uuid::now_v7();
+    let request = Uuid::now_v7();
+    let reset = UserEvent::PasswordChanged(PasswordChanged {
+        password_hash: Personal::Known("hash".to_owned()),
+        method: PasswordChangeMethod::Reset,
+        kept_session_id: None,
+        changed_at: now(),
+    });
+
+    let events = framework()
+        .given(vec![
+            registered(user_id),
+            change_requested(Uuid::now_v7(), "old"),
+            reset,
+        ])
+        .when_async(UserCommand::ResendVerification(secrets(request, "new")))
+        .await
+        .inspect_result()
+        .expect("a new verification");
+
+    let [UserEvent::EmailVerificationRequested(requested)] = events.as_slice() else {
+        panic!("expected one verification request, got {events:?}");
+    };
+    assert_eq!(requested.change_request_id, request);
+    assert_eq!(requested.purpose, VerificationPurpose::Registration);
+    assert_eq!(
+        requested.new_email.known().map(String::as_str),
+        Some("ada@example.com")
+    );
 }
 
 #[tokio::test]

@@ -206,7 +206,19 @@ impl User {
     ) -> Result<UserEvent, UserError> {
         self.require_active()?;
         let Some(pending) = &self.pending_verification else {
-            return Err(UserError::NoPendingVerification);
+            // An address that was never verified, and whose verification was replaced by a
+            // change of address that was then voided, gets a new one.
+            if self.email_verified {
+                return Err(UserError::NoPendingVerification);
+            }
+            return Ok(self.verification_event(
+                VerificationPurpose::Registration,
+                VerificationMethod::EmailCode,
+                self.email.as_deref().unwrap_or_default(),
+                self.email_index.clone().unwrap_or_default(),
+                secrets,
+                services,
+            ));
         };
         let secrets = VerificationSecrets {
             change_request_id: pending.change_request_id,
