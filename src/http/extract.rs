@@ -248,7 +248,7 @@ impl Caller {
         }
     }
 
-    /// Resolves a `{userId}` path segment. A session may name itself, by id or as `me`; an API
+    /// Resolves a `{userId}` path segment. A session may name itself, by id or as `me`. An API
     /// key may name any user if it has `scope`, and a segment that is no UUID is USER_001.
     /// Anything else is AUTH_002.
     pub fn resolve_user(&self, segment: &str, scope: &str) -> Result<Uuid, ApiError> {
@@ -348,11 +348,11 @@ pub async fn check_credential(
     Ok(None)
 }
 
-/// Longest interval between two writes of a session's last use.
+/// Maximum interval between two writes of a session's last use.
 const MAX_ACTIVITY_INTERVAL: chrono::Duration = chrono::Duration::seconds(60);
 
-/// How stale the stored last use of a session may get before a request writes it again: a
-/// tenth of the idle timeout, at most a minute. A session in use therefore ends at most that
+/// Returns how stale the stored last use of a session may get before a request writes it
+/// again: a tenth of the idle timeout, at most a minute. A session in use therefore ends at most that
 /// much before its idle timeout, however short the timeout is.
 fn activity_interval(idle_timeout: chrono::Duration) -> chrono::Duration {
     (idle_timeout / 10).min(MAX_ACTIVITY_INTERVAL)

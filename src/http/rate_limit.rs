@@ -296,7 +296,7 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
 }
 
 /// Keys an anonymous client by its address. An IPv6 client is keyed by its /64 network,
-/// because one host usually holds a whole /64 and could otherwise use a fresh address for
+/// because one host is usually assigned a whole /64 and could otherwise use a fresh address for
 /// every request.
 fn ip_key(ip: IpAddr) -> String {
     match ip {

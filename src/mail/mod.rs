@@ -33,13 +33,13 @@ pub const MAIL_DIR: &str = "mail";
 const MAX_ATTEMPTS: i32 = 10;
 /// Maximum wait for a reply from the SMTP server.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
-/// Longest time one mail may take to send, whatever the transport, so that a send always ends
+/// Maximum time one mail may take to send, whatever the transport, so that a send always ends
 /// inside its claim.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a claimed row is left to its sender before another sender may take it: twice the
 /// send timeout, so a send ends well before its claim does.
 const CLAIM_LEASE: Duration = Duration::from_secs(120);
-/// Longest wait before the next attempt at a mail after a temporary failure; the wait doubles
+/// Maximum wait before the next attempt at a mail after a temporary failure; the wait doubles
 /// with each attempt up to this.
 const MAX_RETRY_DELAY_SECS: i32 = 600;
 

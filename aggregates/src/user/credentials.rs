@@ -381,7 +381,7 @@ impl User {
             UserEvent::PasswordChanged(event) => {
                 self.password_hash = event.password_hash.into_known();
                 self.password_reset = None;
-                // A change of address asked for under the old password is void: whoever knew
+                // A change of address asked for under the old password is void: anyone who knew
                 // that password could have asked for it, and a new password is how the owner
                 // takes the account back.
                 if self
