@@ -98,7 +98,8 @@ impl Projection for VerificationsProjection {
                 delete_reset(connection, user_id).await?;
                 // The aggregate voids a pending change of address on a new password.
                 sqlx::query(
-                    "DELETE FROM email_verifications WHERE user_id = $1 AND purpose = 'email_change'",
+                    "DELETE FROM email_verifications
+                      WHERE user_id = $1 AND purpose = 'email_change'",
                 )
                 .bind(user_id)
                 .execute(&mut *connection)

@@ -141,7 +141,10 @@ pub async fn create_api_key(
         .filter(|scope| SCOPES.contains(&scope.as_str()))
         .any(|scope| caller.require_scope(scope).is_err());
     if escalates {
-        tracing::info!(actor = %caller.actor(), "API key creation rejected: the caller lacks a requested scope");
+        tracing::info!(
+            actor = %caller.actor(),
+            "API key creation rejected: the caller lacks a requested scope"
+        );
         return Err(ApiError::Forbidden);
     }
     // Nor does a key outlive the key that issued it.
@@ -154,7 +157,10 @@ pub async fn create_api_key(
             .expires_at
             .is_none_or(|expires_at| expires_at > *limit)
         {
-            tracing::info!(actor = %caller.actor(), "API key creation rejected: it would outlive the caller");
+            tracing::info!(
+                actor = %caller.actor(),
+                "API key creation rejected: it would outlive the caller"
+            );
             return Err(ApiError::Forbidden);
         }
     }
