@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 use crate::helpers::{PASSWORD, TestApp, TestDatabase, assert_error, body};
+use crate::mailbox::{MailDirectory, code_in, post, register_and_read_code, verify_code};
 
 #[tokio::test]
 async fn parallel_registrations_of_one_address_have_one_winner() {
@@ -138,4 +139,84 @@ async fn instances_see_each_others_writes() {
     assert_eq!(profile["data"]["given_name"], "Augusta");
     second.stop().await;
     first.finish().await;
+}
+
+#[tokio::test]
+async fn parallel_verifications_of_one_code_one_wins() {
+    let app = TestApp::spawn().await;
+    let mut mail = MailDirectory::of(&app);
+    let (user_id, request_id, code) =
+        register_and_read_code(&app, &mut mail, "ada@example.com").await;
+    let token = app.token_for("ada@example.com").await;
+
+    let responses = join_all((0..10).map(|_| verify_code(&app, &token, &request_id, &code))).await;
+
+    let mut statuses = Vec::new();
+    for response in responses {
+        let status = response.status().as_u16();
+        if status != 200 {
+            assert_error(&body(response).await, "AUTH_003");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses.iter().filter(|status| **status == 200).count(), 1);
+    assert_eq!(statuses.iter().filter(|status| **status == 401).count(), 9);
+    let verified = app
+        .user_events(user_id)
+        .await
+        .into_iter()
+        .filter(|event| matches!(event.payload, UserEvent::EmailVerified(_)))
+        .count();
+    assert_eq!(verified, 1);
+    assert_eq!(
+        body(app.get_me(&token).await).await["data"]["email_verified"],
+        true
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn parallel_changes_to_one_address_one_wins() {
+    let app = TestApp::spawn().await;
+    let mut mail = MailDirectory::of(&app);
+    let mut requests = Vec::new();
+    for email in ["ada@example.com", "grace@example.com"] {
+        let (user_id, token) = app.signed_in(email).await;
+        let requested = post(
+            &app,
+            "/users/me/email/change",
+            Some(&token),
+            &json!({"new_email": "shared@example.com", "current_password": PASSWORD}),
+        )
+        .await;
+        assert_eq!(requested.status(), 202);
+        let request_id = body(requested).await["data"]["change_request_id"].clone();
+        let code = code_in(&mail.next_for("shared@example.com").await);
+        requests.push((user_id, token, request_id, code));
+    }
+
+    let responses = join_all(
+        requests
+            .iter()
+            .map(|(_, token, request_id, code)| verify_code(&app, token, request_id, code)),
+    )
+    .await;
+
+    let statuses: Vec<u16> = responses
+        .iter()
+        .map(|response| response.status().as_u16())
+        .collect();
+    let winner = statuses
+        .iter()
+        .position(|status| *status == 200)
+        .expect("one verification won");
+    assert_eq!(statuses.iter().filter(|status| **status == 200).count(), 1);
+    assert_eq!(statuses.iter().filter(|status| **status == 409).count(), 1);
+    let login = app.login("shared@example.com", PASSWORD).await;
+    assert_eq!(login.status(), 200);
+    assert_eq!(
+        body(login).await["data"]["user_id"],
+        requests[winner].0.to_string()
+    );
+    app.finish().await;
 }
