@@ -252,7 +252,7 @@ fn hash_blocking(password: &str) -> anyhow::Result<String> {
     Ok(hash.to_string())
 }
 
-/// The password as it is hashed and verified: in NFKC.
+/// Returns the password in NFKC, the form that is hashed and verified.
 fn normalized(password: &SecretString) -> SecretString {
     SecretString::from(normalize_password(password.expose_secret()))
 }

@@ -98,8 +98,8 @@ impl Email {
 }
 
 /// Checks the local part and puts the domain in its ASCII form, so that each mailbox has one
-/// spelling. The local part may hold the unquoted characters of RFC 5322 and characters that
-/// Unicode counts as alphabetic or numeric: a quoted local part names the same mailbox as its
+/// spelling. The local part may contain the unquoted characters of RFC 5322 and characters that
+/// Unicode counts as alphabetic or numeric. A quoted local part names the same mailbox as its
 /// unquoted form, and invisible characters (soft hyphen, zero-width space, direction overrides)
 /// would let two spellings look alike.
 /// NOTE: combining marks that are not alphabetic (needed by some scripts, such as Devanagari

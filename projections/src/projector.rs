@@ -224,7 +224,7 @@ async fn listen(mut listener: PgListener, waker: Arc<Notify>, shutdown: Cancella
     }
 }
 
-/// What the handle sees of one projection.
+/// The published state of one projection, as the handle reads it.
 struct Published {
     position: watch::Receiver<StreamPosition>,
     /// Set while the projection runs behind the others, alone.

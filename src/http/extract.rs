@@ -352,8 +352,8 @@ pub async fn check_credential(
 const MAX_ACTIVITY_INTERVAL: chrono::Duration = chrono::Duration::seconds(60);
 
 /// Returns how stale the stored last use of a session may get before a request writes it
-/// again: a tenth of the idle timeout, at most a minute. A session in use therefore ends at most that
-/// much before its idle timeout, however short the timeout is.
+/// again: a tenth of the idle timeout, at most a minute. An unused session therefore ends at
+/// most that much before its idle timeout, however short the timeout is.
 fn activity_interval(idle_timeout: chrono::Duration) -> chrono::Duration {
     (idle_timeout / 10).min(MAX_ACTIVITY_INTERVAL)
 }

@@ -157,7 +157,7 @@ pub fn router(state: AppState) -> Router {
     let timeout = state.settings.request_timeout;
     let (api, openapi) = api();
 
-    // The documentation page answers an unknown file with an empty 404 of its own.
+    // The documentation page returns an empty 404 of its own for an unknown file.
     let docs = Router::from(SwaggerUi::new("/docs").url("/openapi.json", openapi)).layer(
         middleware::map_response(|response: Response| async move {
             if response.status() == StatusCode::NOT_FOUND {

@@ -91,8 +91,7 @@ pub struct CommandBus<A: Aggregate> {
     /// once stored, so a command loads only the events after the cached sequence (any that
     /// another writer or instance appended) instead of the whole stream.
     // NOTE: the cached states contain opened personal fields, as the key ring's cache contains
-    // keys.
-    // Erasing a user's data key must clear both, or a command could still see the old values.
+    // keys. Erasing a user's data key must clear both, or a command could still see old values.
     cache: Mutex<HashMap<String, (A, usize)>>,
     services: A::Services,
     pool: PgPool,

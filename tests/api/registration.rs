@@ -69,7 +69,7 @@ async fn registration_of_taken_address_is_user_003() {
 }
 
 #[tokio::test]
-async fn other_spellings_of_taken_address_are_user_003_or_val_001() {
+async fn taken_address_variants_are_rejected() {
     let app = TestApp::spawn().await;
     app.register_user("bob@xn--exmple-cua.com").await;
     let events_before = app.event_count().await;
