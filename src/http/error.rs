@@ -71,6 +71,11 @@ tokio::task_local! {
 }
 
 impl ApiError {
+    /// The 503 of a request that ran past the configured request timeout.
+    pub fn timed_out() -> Self {
+        Self::Unavailable(anyhow::anyhow!("request timed out"))
+    }
+
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::Invalid {
             message: message.into(),

@@ -145,6 +145,10 @@ pub struct ClientIp(pub Option<IpAddr>);
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+/// Instant by which the request middleware answers 503 if the handler has not finished.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(pub tokio::time::Instant);
+
 impl ClientContext {
     pub fn metadata(&self, actor: String, subject: Option<Uuid>) -> CommandMetadata {
         CommandMetadata {

@@ -42,7 +42,7 @@ use uuid::Uuid;
 use crate::crypto::{Argon2Hasher, CodeHasher, Indexer};
 use crate::store::CommandBus;
 use error::{ApiError, LoggedCause, REQUEST_ID};
-use extract::{BODY_LIMIT_BYTES, RequestId};
+use extract::{BODY_LIMIT_BYTES, Deadline, RequestId};
 use rate_limit::RateLimits;
 
 /// Header carrying the request id, echoed when the client sends a usable one.
@@ -219,12 +219,16 @@ async fn request_context(timeout: Duration, mut request: Request, next: Next) ->
         request_id = %id,
     );
     request.extensions_mut().insert(RequestId(id.clone()));
-
     let started = Instant::now();
+    let deadline = tokio::time::Instant::from_std(started) + timeout;
+    request.extensions_mut().insert(Deadline(deadline));
+
+    // The rate-limit layer applies the same deadline to the handler, so that its 503 carries the
+    // rate-limit headers. This one covers the credential check that runs before it.
     let run = REQUEST_ID.scope(id.clone(), async move {
-        match tokio::time::timeout(timeout, next.run(request)).await {
+        match tokio::time::timeout_at(deadline, next.run(request)).await {
             Ok(response) => response,
-            Err(_) => ApiError::Unavailable(anyhow::anyhow!("request timed out")).into_response(),
+            Err(_) => ApiError::timed_out().into_response(),
         }
     });
     let mut response = run.instrument(span.clone()).await;

@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{BODY_LIMIT_BYTES, CheckedCredential, ClientIp, check_credential};
+use super::extract::{BODY_LIMIT_BYTES, CheckedCredential, ClientIp, Deadline, check_credential};
 use crate::crypto::hash_token;
 
 type KeyedLimiter =
@@ -290,7 +290,17 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
         return response;
     }
 
-    let mut response = next.run(Request::from_parts(parts, body)).await;
+    let deadline = parts
+        .extensions
+        .get::<Deadline>()
+        .map(|deadline| deadline.0);
+    let handler = next.run(Request::from_parts(parts, body));
+    let mut response = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, handler)
+            .await
+            .unwrap_or_else(|_| ApiError::timed_out().into_response()),
+        None => handler.await,
+    };
     insert_headers(response.headers_mut(), &decision, now_unix);
     response
 }

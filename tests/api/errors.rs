@@ -281,6 +281,48 @@ async fn dead_database_is_503_sys_002() {
 }
 
 #[tokio::test]
+async fn request_past_the_timeout_is_503_with_rate_limit_headers() {
+    let app = TestApp::spawn_with(|config| config.request_timeout_secs = 1).await;
+    let (user_id, token) = app.signed_in("ada@example.com").await;
+    let mut blocker = sqlx::PgConnection::connect(&app.database.config.database_url)
+        .await
+        .expect("blocking connection");
+    let mut lock = blocker.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE user_mfa IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock the MFA read model");
+
+    let started = std::time::Instant::now();
+    let response = app
+        .client
+        .get(app.url(&format!("/users/{user_id}/mfa")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent");
+    let elapsed = started.elapsed();
+    lock.rollback().await.expect("release the lock");
+
+    assert_eq!(response.status(), 503);
+    assert!(
+        elapsed < std::time::Duration::from_secs(5),
+        "took {elapsed:?}"
+    );
+    for header in [
+        "retry-after",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ] {
+        assert!(response.headers().contains_key(header), "{header} missing");
+    }
+    assert_error(&body(response).await, "SYS_002");
+    assert_eq!(app.get_me(&token).await.status(), 200);
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn health_stays_up_after_bad_input() {
     let app = TestApp::spawn().await;
     call(&app, post_users(vec![0xff_u8; 10])).await;
