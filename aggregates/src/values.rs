@@ -312,6 +312,17 @@ impl Metadata {
                 format!("must nest at most {METADATA_MAX_DEPTH} levels deep"),
             ));
         }
+        // PostgreSQL's text and jsonb types cannot store U+0000, so the read model that keeps
+        // this object would fail on it.
+        let has_nul = |text: &str| text.contains('\0');
+        if map.keys().any(|key| has_nul(key))
+            || map.values().any(|value| contains_str(value, &has_nul))
+        {
+            return Err(FieldError::new(
+                "metadata",
+                "must not contain the character U+0000 in a key or string",
+            ));
+        }
         Ok(Self(map))
     }
 
@@ -321,6 +332,18 @@ impl Metadata {
 
     pub fn into_map(self) -> Map<String, Value> {
         self.0
+    }
+}
+
+/// Tells whether `test` holds for any string or object key inside `value`.
+fn contains_str(value: &Value, test: &impl Fn(&str) -> bool) -> bool {
+    match value {
+        Value::String(text) => test(text),
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| test(key) || contains_str(value, test)),
+        Value::Array(items) => items.iter().any(|item| contains_str(item, test)),
+        _ => false,
     }
 }
 
@@ -521,6 +544,15 @@ mod tests {
         assert!(Metadata::parse(json!(["not", "object"])).is_err());
         assert!(Metadata::parse(json!({"a": {"b": {"c": {"d": {}}}}})).is_err());
         assert!(Metadata::parse(json!({"big": "x".repeat(5000)})).is_err());
+    }
+
+    #[test]
+    fn metadata_rejects_nul_anywhere() {
+        assert!(Metadata::parse(json!({"note": "line one\nline two\ttab"})).is_ok());
+        assert!(Metadata::parse(json!({"a": "\u{0}"})).is_err());
+        assert!(Metadata::parse(json!({"a\u{0}": 1})).is_err());
+        assert!(Metadata::parse(json!({"a": {"b\u{0}": true}})).is_err());
+        assert!(Metadata::parse(json!({"a": [1, ["x\u{0}y"]]})).is_err());
     }
 
     #[test]

@@ -496,13 +496,19 @@ pub async fn suspend_user(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_scope("users:admin")?;
     let reason = request.reason.map(|reason| reason.trim().to_owned());
-    if reason
-        .as_ref()
-        .is_some_and(|reason| reason.chars().count() > SUSPENSION_REASON_MAX_CHARS)
-    {
+    let acceptable = |reason: &String| {
+        reason.chars().count() <= SUSPENSION_REASON_MAX_CHARS
+            && !reason
+                .chars()
+                .any(|char| char.is_control() && !matches!(char, '\n' | '\r' | '\t'))
+    };
+    if reason.as_ref().is_some_and(|reason| !acceptable(reason)) {
         return Err(ApiError::invalid_fields(&[FieldError::new(
             "reason",
-            format!("must be at most {SUSPENSION_REASON_MAX_CHARS} characters"),
+            format!(
+                "must be at most {SUSPENSION_REASON_MAX_CHARS} characters, without control \
+                 characters other than line breaks and tabs"
+            ),
         )]));
     }
 

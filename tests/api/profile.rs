@@ -167,6 +167,41 @@ async fn patch_with_invalid_value_is_val_001() {
 }
 
 #[tokio::test]
+async fn nul_characters_are_val_001_and_projections_keep_up() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com").await;
+    let events_before = app.event_count().await;
+
+    let registration = app
+        .register(&json!({
+            "email": "eve@example.com",
+            "password": PASSWORD,
+            "metadata": {"note": "a\u{0}b"},
+        }))
+        .await;
+    assert_eq!(registration.status(), 400);
+    assert_error(&body(registration).await, "VAL_001");
+    for body_sent in [
+        json!({"metadata": {"note": "a\u{0}b"}}),
+        json!({"metadata": {"list": [{"k\u{0}": 1}]}}),
+        json!({"display_name": "Ada\u{0}"}),
+    ] {
+        let response = app.patch_me(&token, &body_sent).await;
+
+        assert_eq!(response.status(), 400, "accepted {body_sent}");
+        assert_error(&body(response).await, "VAL_001");
+    }
+    assert_eq!(app.event_count().await, events_before);
+
+    let response = app.patch_me(&token, &json!({"locale": "de"})).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(body(app.get_me(&token).await).await["data"]["locale"], "de");
+    let (_, other) = app.signed_in("eve@example.com").await;
+    assert_eq!(app.get_me(&other).await.status(), 200);
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn patch_with_stale_if_match_is_conflict_001() {
     let app = TestApp::spawn().await;
     let (_, token) = app.signed_in("ada@example.com").await;

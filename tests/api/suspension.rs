@@ -132,3 +132,25 @@ async fn suspension_reason_is_sealed() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn suspension_reason_with_control_characters_is_val_001() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.api_key("users:admin").await;
+    let user_id = app.register_user("ada@example.com").await;
+    let events_before = app.event_count().await;
+
+    let response = app
+        .client
+        .post(app.url(&format!("/users/{user_id}/suspend")))
+        .header("x-api-key", &admin)
+        .json(&json!({"reason": "fraud\u{0}\u{1b}[2J"}))
+        .send()
+        .await
+        .expect("request sent");
+
+    assert_eq!(response.status(), 400);
+    assert_error(&body(response).await, "VAL_001");
+    assert_eq!(app.event_count().await, events_before);
+    app.finish().await;
+}
