@@ -117,6 +117,26 @@ impl ProfilesProjection {
 }
 
 impl ProfilesProjection {
+    /// Records that `event` ended every session of the user but `kept`, including sessions
+    /// whose login checked the password before it and whose start is appended after it.
+    async fn end_sessions(
+        connection: &mut PgConnection,
+        event: &StoredEvent,
+        user_id: Uuid,
+        kept: Option<Uuid>,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE user_profiles SET sessions_valid_from = $2, sessions_kept_session_id = $3
+              WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .bind(event.sequence)
+        .bind(kept)
+        .execute(&mut *connection)
+        .await?;
+        Ok(())
+    }
+
     async fn set_status(
         connection: &mut PgConnection,
         event: &StoredEvent,
@@ -221,6 +241,7 @@ impl Projection for ProfilesProjection {
             }
             UserEvent::UserSuspended(suspended) => {
                 let at = suspended.suspended_at;
+                Self::end_sessions(connection, event, user_id, None).await?;
                 Self::set_status(connection, event, user_id, UserStatus::Suspended, at).await
             }
             UserEvent::UserUnsuspended(unsuspended) => {
@@ -271,6 +292,7 @@ impl Projection for ProfilesProjection {
                     .execute(&mut *connection)
                     .await?;
                 }
+                Self::end_sessions(connection, event, user_id, changed.kept_session_id).await?;
                 Self::set_version(connection, event, user_id, Some(changed.changed_at)).await
             }
         }

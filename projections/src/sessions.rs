@@ -97,8 +97,8 @@ impl Projection for SessionsProjection {
                 sqlx::query(
                     "INSERT INTO sessions
                         (session_id, user_id, token_hash, created_at, expires_at, last_seen_at,
-                         ip_address, user_agent)
-                     VALUES ($1, $2, $3, $4, $5, $4, $6, $7)",
+                         ip_address, user_agent, credentials_version)
+                     VALUES ($1, $2, $3, $4, $5, $4, $6, $7, $8)",
                 )
                 .bind(session_id)
                 .bind(started.user_id)
@@ -107,6 +107,7 @@ impl Projection for SessionsProjection {
                 .bind(started.expires_at)
                 .bind(known(&started.ip_address))
                 .bind(known(&started.user_agent))
+                .bind(i64::try_from(started.credentials_version)?)
                 .execute(&mut *connection)
                 .await?;
             }

@@ -69,14 +69,16 @@ struct Credentials {
     password_hash: String,
     status: String,
     mfa_enabled: bool,
+    /// The user's version that the other fields were read at.
+    version: u64,
 }
 
 async fn find_credentials(
     state: &AppState,
     email: &Email,
 ) -> Result<Option<Credentials>, ApiError> {
-    let row = sqlx::query_as::<_, (Uuid, String, String, bool)>(
-        "SELECT c.user_id, cr.password_hash, p.status, p.mfa_enabled
+    let row = sqlx::query_as::<_, (Uuid, String, String, bool, i64)>(
+        "SELECT c.user_id, cr.password_hash, p.status, p.mfa_enabled, p.version
            FROM email_claims c
            JOIN user_credentials cr USING (user_id)
            JOIN user_profiles p USING (user_id)
@@ -86,11 +88,12 @@ async fn find_credentials(
     .fetch_optional(&state.pool)
     .await?;
     Ok(row.map(
-        |(user_id, password_hash, status, mfa_enabled)| Credentials {
+        |(user_id, password_hash, status, mfa_enabled, version)| Credentials {
             user_id,
             password_hash,
             status,
             mfa_enabled,
+            version: u64::try_from(version).unwrap_or_default(),
         },
     ))
 }
@@ -136,7 +139,9 @@ pub async fn login(
     }
 
     if credentials.mfa_enabled {
-        if let Some(challenge) = issue_mfa_challenge(&state, &client, credentials.user_id).await? {
+        let challenge =
+            issue_mfa_challenge(&state, &client, credentials.user_id, credentials.version).await?;
+        if let Some(challenge) = challenge {
             return Ok(Success::ok(
                 "Password accepted; a second factor is required",
                 LoginOutcome::MfaRequired(challenge),
@@ -144,16 +149,18 @@ pub async fn login(
         }
     }
 
-    let session = start_session(&state, &client, credentials.user_id).await?;
+    let session = start_session(&state, &client, credentials.user_id, credentials.version).await?;
     Ok(Success::ok("Logged in", LoginOutcome::Session(session)))
 }
 
-/// Opens the second step of a login. Returns `None` when the aggregate finds TOTP off after
-/// all (it was disabled since the read model was read), so the login goes on without it.
+/// Opens the second step of a login whose password was checked at `credentials_version`.
+/// Returns `None` when the aggregate finds TOTP off after all (it was disabled since the read
+/// model was read), so the login goes on without it.
 async fn issue_mfa_challenge(
     state: &AppState,
     client: &ClientContext,
     user_id: Uuid,
+    credentials_version: u64,
 ) -> Result<Option<MfaRequiredResponse>, ApiError> {
     let issued = issue_token(TokenKind::Mfa);
     let metadata = client.metadata(format!("user:{user_id}"), None);
@@ -163,6 +170,7 @@ async fn issue_mfa_challenge(
             &user_id.to_string(),
             || UserCommand::IssueMfaChallenge {
                 challenge_hash: issued.hash.clone(),
+                credentials_version,
             },
             &metadata,
         )
@@ -189,11 +197,14 @@ async fn issue_mfa_challenge(
     }))
 }
 
-/// Starts a session for a user whose credentials were all checked, and returns its token.
+/// Starts a session for a user whose credentials were all checked at the user's version
+/// `credentials_version`, and returns its token. The session is void from the start if a
+/// password change, reset or suspension came after that version.
 pub(super) async fn start_session(
     state: &AppState,
     client: &ClientContext,
     user_id: Uuid,
+    credentials_version: u64,
 ) -> Result<LoginResponse, ApiError> {
     let session_id = Uuid::now_v7();
     let issued = issue_token(TokenKind::Session);
@@ -205,6 +216,7 @@ pub(super) async fn start_session(
         lifetime: state.settings.session_lifetime,
         ip_address: client.client_ip.map(|ip| ip.to_string()),
         user_agent: client.user_agent.clone(),
+        credentials_version,
     };
     state
         .sessions

@@ -2,6 +2,7 @@
 //! credential, the client context stored with each command, and path parameters.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
@@ -15,6 +16,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use super::strict_json::{self, StrictJsonErrorKind};
+use super::users::ProfileView;
 use aggregates::api_key::grants;
 
 use crate::crypto::{TokenKind, hash_token};
@@ -298,6 +300,26 @@ impl From<RefusedCredential> for ApiError {
 #[derive(Clone, Debug)]
 pub struct CheckedCredential(pub Result<Caller, RefusedCredential>);
 
+/// The profile of a session's user, read by the query that checked the session and stored in
+/// the request's extensions, so that reading one's own profile takes no second query.
+#[derive(Clone, Debug)]
+pub struct SessionProfile(pub Arc<ProfileView>);
+
+/// The outcome of a credential check and, for an accepted session, its user's profile.
+pub struct CredentialCheck {
+    pub outcome: Result<Caller, RefusedCredential>,
+    pub profile: Option<ProfileView>,
+}
+
+impl From<Result<Caller, RefusedCredential>> for CredentialCheck {
+    fn from(outcome: Result<Caller, RefusedCredential>) -> Self {
+        Self {
+            outcome,
+            profile: None,
+        }
+    }
+}
+
 /// Reads a credential header's value when it has the expected prefix and a sane length.
 fn credential<'a>(
     parts: &'a Parts,
@@ -328,26 +350,29 @@ fn bearer(parts: &Parts) -> Option<Option<&str>> {
 pub async fn check_credential(
     state: &AppState,
     parts: &Parts,
-) -> Result<Option<Result<Caller, RefusedCredential>>, ApiError> {
+) -> Result<Option<CredentialCheck>, ApiError> {
     let api_key_header = header::HeaderName::from_static("x-api-key");
     // A request names one credential once. Two headers, or one header twice, would make the
     // outcome depend on which of them is read, so the request is rejected.
     let sent = parts.headers.get_all(header::AUTHORIZATION).iter().count()
         + parts.headers.get_all(&api_key_header).iter().count();
+    let invalid = || Ok(Some(CredentialCheck::from(Err(RefusedCredential::Invalid))));
     if sent > 1 {
-        return Ok(Some(Err(RefusedCredential::Invalid)));
+        return invalid();
     }
     if let Some(token) = bearer(parts) {
         let Some(token) = token else {
-            return Ok(Some(Err(RefusedCredential::Invalid)));
+            return invalid();
         };
         return check_session(state, token).await.map(Some);
     }
     if let Some(key) = credential(parts, &api_key_header, TokenKind::ApiKey.prefix()) {
         let Some(key) = key else {
-            return Ok(Some(Err(RefusedCredential::Invalid)));
+            return invalid();
         };
-        return check_api_key(state, key).await.map(Some);
+        return check_api_key(state, key)
+            .await
+            .map(|outcome| Some(outcome.into()));
     }
     Ok(None)
 }
@@ -362,13 +387,29 @@ fn activity_interval(idle_timeout: chrono::Duration) -> chrono::Duration {
     (idle_timeout / 10).min(MAX_ACTIVITY_INTERVAL)
 }
 
-async fn check_session(
-    state: &AppState,
-    token: &str,
-) -> Result<Result<Caller, RefusedCredential>, ApiError> {
-    let row = sqlx::query_as::<_, (Uuid, Uuid, DateTime<Utc>, bool, String, DateTime<Utc>)>(
-        "SELECT s.session_id, s.user_id, s.expires_at, s.revoked_at IS NOT NULL, p.status,
-                GREATEST(s.created_at, a.last_seen_at)
+/// The session's state and its user's profile, in one row.
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    session_id: Uuid,
+    session_expires_at: DateTime<Utc>,
+    revoked: bool,
+    /// A password change, reset or suspension came after the user version its login checked.
+    superseded: bool,
+    last_seen: DateTime<Utc>,
+    #[sqlx(flatten)]
+    profile: ProfileView,
+}
+
+async fn check_session(state: &AppState, token: &str) -> Result<CredentialCheck, ApiError> {
+    let row = sqlx::query_as::<_, SessionRow>(
+        "SELECT s.session_id, s.expires_at AS session_expires_at,
+                s.revoked_at IS NOT NULL AS revoked,
+                (s.credentials_version < p.sessions_valid_from
+                 AND s.session_id IS DISTINCT FROM p.sessions_kept_session_id) AS superseded,
+                GREATEST(s.created_at, a.last_seen_at) AS last_seen,
+                p.user_id, p.email, p.email_verified, p.status, p.display_name, p.given_name,
+                p.family_name, p.locale, p.timezone, p.phone, p.picture_url, p.metadata,
+                p.mfa_enabled, p.created_at, p.updated_at, p.version
            FROM sessions s
            JOIN user_profiles p USING (user_id)
            LEFT JOIN session_activity a USING (session_id)
@@ -378,19 +419,20 @@ async fn check_session(
     .fetch_optional(&state.pool)
     .await?;
 
-    let Some((session_id, user_id, expires_at, revoked, status, last_seen)) = row else {
-        return Ok(Err(RefusedCredential::Invalid));
+    let Some(row) = row else {
+        return Ok(Err(RefusedCredential::Invalid).into());
     };
+    let (session_id, user_id) = (row.session_id, row.profile.user_id);
     let now = state.clock.now();
-    let idle_deadline = last_seen + state.settings.session_idle_timeout;
-    if revoked || expires_at <= now || idle_deadline <= now {
-        return Ok(Err(RefusedCredential::Invalid));
+    let idle_deadline = row.last_seen + state.settings.session_idle_timeout;
+    if row.revoked || row.superseded || row.session_expires_at <= now || idle_deadline <= now {
+        return Ok(Err(RefusedCredential::Invalid).into());
     }
-    if status != "active" {
-        return Ok(Err(RefusedCredential::Suspended));
+    if row.profile.status != "active" {
+        return Ok(Err(RefusedCredential::Suspended).into());
     }
 
-    if now - last_seen >= activity_interval(state.settings.session_idle_timeout) {
+    if now - row.last_seen >= activity_interval(state.settings.session_idle_timeout) {
         sqlx::query(
             "INSERT INTO session_activity (session_id, last_seen_at) VALUES ($1, $2)
              ON CONFLICT (session_id) DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at
@@ -401,10 +443,13 @@ async fn check_session(
         .execute(&state.pool)
         .await?;
     }
-    Ok(Ok(Caller::Session {
-        user_id,
-        session_id,
-    }))
+    Ok(CredentialCheck {
+        outcome: Ok(Caller::Session {
+            user_id,
+            session_id,
+        }),
+        profile: Some(row.profile),
+    })
 }
 
 async fn check_api_key(
@@ -443,7 +488,7 @@ impl FromRequestParts<AppState> for Caller {
             return checked.clone().map_err(ApiError::from);
         }
         match check_credential(state, parts).await? {
-            Some(checked) => checked.map_err(ApiError::from),
+            Some(checked) => checked.outcome.map_err(ApiError::from),
             None => Err(ApiError::InvalidToken),
         }
     }

@@ -454,7 +454,7 @@ pub async fn login_mfa(
     let challenge_hash = hash_token(token.expose_secret());
 
     let metadata = client.metadata(format!("user:{user_id}"), None);
-    let (_, events) = state
+    let (outcome, events) = state
         .users
         .execute_with_events(
             &user_id.to_string(),
@@ -479,6 +479,8 @@ pub async fn login_mfa(
         return Err(ApiError::InvalidCredentials);
     }
 
-    let session = start_session(&state, &client, user_id).await?;
+    // The aggregate checked the factor and the account at this version, and the challenge was
+    // issued for a password that no later change or suspension had voided.
+    let session = start_session(&state, &client, user_id, outcome.version).await?;
     Ok(Success::ok("Logged in", session))
 }

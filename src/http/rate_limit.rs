@@ -10,6 +10,7 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aggregates::values::Email;
@@ -27,7 +28,9 @@ use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{BODY_LIMIT_BYTES, CheckedCredential, ClientIp, Deadline, check_credential};
+use super::extract::{
+    BODY_LIMIT_BYTES, CheckedCredential, ClientIp, Deadline, SessionProfile, check_credential,
+};
 use crate::crypto::hash_token;
 
 type KeyedLimiter =
@@ -254,8 +257,11 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     // A database failure here is left for the handler to report; the request is keyed by IP.
     let caller = match check_credential(&state, &parts).await {
         Ok(Some(checked)) => {
-            let caller = checked.as_ref().ok().cloned();
-            parts.extensions.insert(CheckedCredential(checked));
+            let caller = checked.outcome.as_ref().ok().cloned();
+            parts.extensions.insert(CheckedCredential(checked.outcome));
+            if let Some(profile) = checked.profile {
+                parts.extensions.insert(SessionProfile(Arc::new(profile)));
+            }
             caller
         }
         Ok(None) | Err(_) => None,

@@ -54,9 +54,13 @@ async fn open_sessions(state: &AppState, user_id: Uuid) -> Result<Vec<SessionRow
     let rows = sqlx::query_as::<_, SessionRow>(
         "SELECT s.session_id, s.created_at, GREATEST(s.created_at, a.last_seen_at),
                 s.expires_at, s.ip_address, s.user_agent
-           FROM sessions s LEFT JOIN session_activity a USING (session_id)
+           FROM sessions s
+           JOIN user_profiles p USING (user_id)
+           LEFT JOIN session_activity a USING (session_id)
           WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2
             AND GREATEST(s.created_at, a.last_seen_at) > $3
+            AND (s.credentials_version >= p.sessions_valid_from
+                 OR s.session_id = p.sessions_kept_session_id)
           ORDER BY s.created_at DESC",
     )
     .bind(user_id)

@@ -4,6 +4,9 @@ use aggregates::user::{
     ProfileDraft, ProfilePatch, RegisterUser, UpdateProfile, UserCommand, UserError,
 };
 use aggregates::values::{Email, FieldError, Locale, Metadata, Name, Phone, PictureUrl, TimeZone};
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::IntoResponse;
@@ -17,7 +20,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::envelope::{ErrorBody, Success, SuccessBody};
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller, ClientContext, RequestBody, UserPath};
+use super::extract::{ApiJson, Caller, ClientContext, RequestBody, SessionProfile, UserPath};
 use aggregates::services::BlindIndex;
 
 /// Fields of a user resource that only the server sets.
@@ -33,7 +36,7 @@ const SERVER_OWNED_FIELDS: &[&str] = &[
 ];
 
 /// A user's profile as the API returns it.
-#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct ProfileView {
     pub user_id: Uuid,
     pub email: Option<String>,
@@ -283,9 +286,15 @@ pub async fn get_profile(
     State(state): State<AppState>,
     caller: Caller,
     UserPath(segment): UserPath,
+    session_profile: Option<Extension<SessionProfile>>,
 ) -> Result<impl IntoResponse, ApiError> {
     let user_id = caller.resolve_user(&segment, "users:read")?;
-    let profile = load_profile(&state, user_id).await?;
+    let profile = match session_profile {
+        Some(Extension(SessionProfile(profile))) if profile.user_id == user_id => {
+            Arc::unwrap_or_clone(profile)
+        }
+        _ => load_profile(&state, user_id).await?,
+    };
     Ok(profile_response(Success::ok("Profile retrieved", profile)))
 }
 

@@ -1,14 +1,18 @@
 //! Test harness: a service per test on port 0 with its own database, and typed request helpers.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use account_ledger::app::Application;
 use account_ledger::config::{Config, LogFormat, MailTransportKind};
+use account_ledger::crypto::{TokenKind, issue_token};
 use account_ledger::store::{KeyRing, SealingRepository};
+use aggregates::personal::Personal;
 use aggregates::sealing::DataKey;
 use aggregates::services::Clock;
+use aggregates::session::{Session, SessionEvent, SessionStarted};
 use aggregates::user::User;
 use axum::Router;
 use base64::Engine;
@@ -16,6 +20,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::task::JoinHandle;
@@ -237,7 +242,12 @@ impl TestApp {
 
     /// Logs in with the standard password and returns the access token.
     pub async fn token_for(&self, email: &str) -> String {
-        let response = self.login(email, PASSWORD).await;
+        self.token_for_password(email, PASSWORD).await
+    }
+
+    /// Logs in with `password` and returns the access token.
+    pub async fn token_for_password(&self, email: &str, password: &str) -> String {
+        let response = self.login(email, password).await;
         assert_eq!(response.status(), 200, "login of {email} failed");
         let body: Value = response.json().await.expect("json body");
         body["data"]["access_token"]
@@ -346,6 +356,50 @@ impl TestApp {
         let repository =
             SealingRepository::new(PostgresEventRepository::new(self.pool.clone()), keys);
         PersistedEventStore::new_event_store(repository)
+    }
+
+    /// Appends a session for `user_id` straight to the event store, as a login that checked
+    /// the credentials at `credentials_version` would, waits until the sessions projection has
+    /// it, and returns its access token.
+    pub async fn append_session(&self, user_id: Uuid, credentials_version: u64) -> String {
+        let keys = Arc::new(KeyRing::new(self.pool.clone(), &self.database.master_key));
+        let repository =
+            SealingRepository::new(PostgresEventRepository::new(self.pool.clone()), keys);
+        let store = PersistedEventStore::<_, Session>::new_event_store(repository);
+        let session_id = Uuid::now_v7();
+        let issued = issue_token(TokenKind::Session);
+        let now = Utc::now();
+        let started = SessionEvent::SessionStarted(SessionStarted {
+            session_id,
+            user_id,
+            token_hash: issued.hash.clone(),
+            started_at: now,
+            expires_at: now + chrono::Duration::hours(1),
+            ip_address: Personal::Known(None),
+            user_agent: Personal::Known(None),
+            credentials_version,
+        });
+        let context = store
+            .load_aggregate(&session_id.to_string())
+            .await
+            .expect("load the new session");
+        store
+            .commit(vec![started], context, HashMap::new())
+            .await
+            .expect("append the session");
+        for _ in 0..100 {
+            let projected: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sessions WHERE session_id = $1)")
+                    .bind(session_id)
+                    .fetch_one(&self.pool)
+                    .await
+                    .expect("look up the session");
+            if projected {
+                return issued.token.expose_secret().to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("session {session_id} never reached the read model");
     }
 
     /// The user's events, opened, in sequence order.

@@ -670,6 +670,31 @@ async fn disable_voids_open_mfa_tokens() {
 }
 
 #[tokio::test]
+async fn password_change_voids_open_mfa_tokens() {
+    let (app, clock) = spawn().await;
+    let enrolled = enrol(&app, &clock).await;
+    let mfa_token = first_step(&app).await;
+    let (status, body_sent) = post(
+        &app,
+        "/users/me/password/change",
+        Some(&enrolled.token),
+        json!({"current_password": PASSWORD, "new_password": "violet ostrich paints thunder"}),
+    )
+    .await;
+    assert_eq!(status, 200, "password change failed: {body_sent}");
+
+    let (status, body) = second_step(
+        &app,
+        json!({"mfa_token": mfa_token, "recovery_code": enrolled.recovery_codes[0]}),
+    )
+    .await;
+
+    assert_eq!(status, 401);
+    assert_error(&body, "AUTH_001");
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn totp_secret_is_sealed_in_events() {
     let (app, clock) = spawn().await;
     let enrolled = enrol(&app, &clock).await;

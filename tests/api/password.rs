@@ -293,3 +293,86 @@ async fn suspended_account_gets_no_reset() {
     assert_error(&body(confirmed).await, "USER_002");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn session_from_a_login_that_checked_the_old_password_is_refused_after_reset() {
+    let app = TestApp::spawn().await;
+    let mut mail = MailDirectory::of(&app);
+    let (user_id, token) = app.signed_in("ada@example.com").await;
+    let checked_before_reset = body(app.get_me(&token).await).await["data"]["version"]
+        .as_u64()
+        .expect("version");
+    let reset = reset_token(&app, &mut mail, "ada@example.com").await;
+    assert_eq!(
+        confirm_reset(&app, &reset, NEW_PASSWORD).await.status(),
+        200
+    );
+    let fresh = app
+        .token_for_password("ada@example.com", NEW_PASSWORD)
+        .await;
+    let checked_after_reset = body(app.get_me(&fresh).await).await["data"]["version"]
+        .as_u64()
+        .expect("version");
+
+    // Appended after the reset, as by a login that read the credentials before it.
+    let late = app.append_session(user_id, checked_before_reset).await;
+    let current = app.append_session(user_id, checked_after_reset).await;
+
+    let refused = app.get_me(&late).await;
+    assert_eq!(refused.status(), 401);
+    assert_error(&body(refused).await, "AUTH_001");
+    assert_eq!(app.get_me(&current).await.status(), 200);
+    let sessions = body(
+        app.client
+            .get(app.url("/users/me/sessions"))
+            .bearer_auth(&current)
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!(
+        sessions["data"]["sessions"].as_array().map(Vec::len),
+        Some(2),
+        "only the sessions opened with the new password are listed: {sessions}"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn logins_racing_a_reset_leave_no_working_session() {
+    let app = Arc::new(TestApp::spawn_with(|config| config.rate_sensitive = 1_000).await);
+    let mut mail = MailDirectory::of(&app);
+    app.register_user("ada@example.com").await;
+    let reset = reset_token(&app, &mut mail, "ada@example.com").await;
+
+    let logins: Vec<_> = (0..12)
+        .map(|attempt| {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(15 * attempt)).await;
+                let response = app.login("ada@example.com", PASSWORD).await;
+                let answer = body(response).await;
+                answer["data"]["access_token"].as_str().map(str::to_owned)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    assert_eq!(
+        confirm_reset(&app, &reset, NEW_PASSWORD).await.status(),
+        200
+    );
+    let mut tokens = Vec::new();
+    for login in logins {
+        tokens.extend(login.await.expect("login task"));
+    }
+
+    for token in &tokens {
+        assert_eq!(
+            app.get_me(token).await.status(),
+            401,
+            "a session opened with the old password outlived the reset"
+        );
+    }
+    Arc::into_inner(app).expect("sole owner").finish().await;
+}

@@ -1,5 +1,8 @@
 //! Suspension: every session ends, login answers USER_002, and unsuspension lets the user in.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde_json::json;
 use uuid::Uuid;
 
@@ -153,4 +156,40 @@ async fn suspension_reason_with_control_characters_is_val_001() {
     assert_error(&body(response).await, "VAL_001");
     assert_eq!(app.event_count().await, events_before);
     app.finish().await;
+}
+
+#[tokio::test]
+async fn logins_racing_a_suspension_stay_void_after_unsuspension() {
+    let app = Arc::new(TestApp::spawn_with(|config| config.rate_sensitive = 1_000).await);
+    let (_, admin) = app.api_key("users:admin").await;
+    let user_id = app.register_user("ada@example.com").await;
+
+    let logins: Vec<_> = (0..12)
+        .map(|attempt| {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(15 * attempt)).await;
+                let answer = body(app.login("ada@example.com", PASSWORD).await).await;
+                answer["data"]["access_token"].as_str().map(str::to_owned)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    assert_eq!(suspend(&app, &admin, user_id).await.status(), 200);
+    let mut tokens = Vec::new();
+    for login in logins {
+        tokens.extend(login.await.expect("login task"));
+    }
+    let lifted = post_admin(&app, &admin, &format!("/users/{user_id}/unsuspend")).await;
+    assert_eq!(lifted.status(), 200);
+
+    for token in &tokens {
+        assert_eq!(
+            app.get_me(token).await.status(),
+            401,
+            "a session opened before the suspension took effect came back with unsuspension"
+        );
+    }
+    assert_eq!(app.login("ada@example.com", PASSWORD).await.status(), 200);
+    Arc::into_inner(app).expect("sole owner").finish().await;
 }

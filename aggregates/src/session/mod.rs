@@ -30,6 +30,8 @@ pub struct StartSession {
     pub lifetime: Duration,
     pub ip_address: Option<String>,
     pub user_agent: Option<String>,
+    /// The user's version whose credentials the login checked.
+    pub credentials_version: u64,
 }
 
 /// Why a session ended before it expired.
@@ -57,6 +59,11 @@ pub struct SessionStarted {
     pub expires_at: DateTime<Utc>,
     pub ip_address: Personal<Option<String>>,
     pub user_agent: Personal<Option<String>>,
+    /// The user's version (event sequence) whose password, second factor and status the login
+    /// checked. The session is void if a later user event ended every session, even when this
+    /// event was appended after that one. Read as 0 from events written without it.
+    #[serde(default)]
+    pub credentials_version: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -135,6 +142,7 @@ impl Aggregate for Session {
                     expires_at: now + command.lifetime,
                     ip_address: Personal::Known(command.ip_address),
                     user_agent: Personal::Known(command.user_agent),
+                    credentials_version: command.credentials_version,
                 })
             }
             SessionCommand::Revoke { reason } => {

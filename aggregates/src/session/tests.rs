@@ -36,6 +36,7 @@ fn started(session_id: Uuid, user_id: Uuid) -> SessionEvent {
         expires_at: now() + Duration::hours(24),
         ip_address: Personal::Known(Some("127.0.0.1".to_owned())),
         user_agent: Personal::Known(None),
+        credentials_version: 3,
     })
 }
 
@@ -52,6 +53,7 @@ fn start_records_expiry_from_lifetime() {
             lifetime: Duration::hours(24),
             ip_address: Some("127.0.0.1".to_owned()),
             user_agent: None,
+            credentials_version: 3,
         }))
         .then_expect_events(vec![started(session_id, user_id)]);
 }
@@ -95,4 +97,18 @@ fn revoke_unknown_session_is_not_found() {
             reason: RevocationReason::Logout,
         })
         .then_expect_error(SessionError::NotFound);
+}
+
+#[test]
+fn started_event_without_credentials_version_reads_as_zero() {
+    let mut event = serde_json::to_value(started(Uuid::now_v7(), Uuid::now_v7())).expect("json");
+    event["SessionStarted"]
+        .as_object_mut()
+        .expect("object")
+        .remove("credentials_version");
+
+    let SessionEvent::SessionStarted(read) = serde_json::from_value(event).expect("reads") else {
+        panic!("not a SessionStarted");
+    };
+    assert_eq!(read.credentials_version, 0);
 }

@@ -24,6 +24,9 @@ pub enum UserCommand {
     /// Opens the second step of a login whose password was already checked.
     IssueMfaChallenge {
         challenge_hash: String,
+        /// The user's version whose password the login checked; a challenge is refused when
+        /// a later event ended every session.
+        credentials_version: u64,
     },
     CompleteMfaChallenge(CompleteMfaChallenge),
     /// Registers the account with a code, mailed to its address, that verifies it.

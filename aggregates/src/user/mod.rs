@@ -125,6 +125,10 @@ pub struct User {
     pending_verification: Option<PendingVerification>,
     /// SHA-256 and expiry of the one reset token that still works.
     password_reset: Option<(String, DateTime<Utc>)>,
+    /// Version of the last event that ended every session (a password change or reset, a
+    /// suspension). A login that checked the password at an older version starts nothing.
+    #[serde(default)]
+    sessions_valid_from: u64,
 }
 
 impl User {
@@ -143,6 +147,11 @@ impl User {
 
     pub fn password_hash(&self) -> Option<&str> {
         self.password_hash.as_deref()
+    }
+
+    /// Version of the last event that ended every session of the user.
+    pub fn sessions_valid_from(&self) -> u64 {
+        self.sessions_valid_from
     }
 
     pub fn profile(&self) -> &Profile {
@@ -241,6 +250,13 @@ impl User {
 }
 
 impl User {
+    /// Records that the event just applied ended every session: logins that checked the
+    /// password before it, and their open MFA challenges, start no session.
+    fn end_sessions(&mut self) {
+        self.sessions_valid_from = self.version;
+        self.mfa.void_challenges();
+    }
+
     /// Suspends an active account; suspending a suspended one records nothing.
     async fn suspend(
         &mut self,
@@ -313,8 +329,11 @@ impl Aggregate for User {
                     .await
             }
             UserCommand::DisableTotp(command) => self.disable_totp(command, services, sink).await,
-            UserCommand::IssueMfaChallenge { challenge_hash } => {
-                self.issue_mfa_challenge(challenge_hash, services, sink)
+            UserCommand::IssueMfaChallenge {
+                challenge_hash,
+                credentials_version,
+            } => {
+                self.issue_mfa_challenge(challenge_hash, credentials_version, services, sink)
                     .await
             }
             UserCommand::CompleteMfaChallenge(command) => {
@@ -326,6 +345,9 @@ impl Aggregate for User {
 
     fn apply(&mut self, event: Self::Event) {
         self.version += 1;
+        if matches!(event, UserEvent::PasswordChanged(_)) {
+            self.end_sessions();
+        }
         match event {
             UserEvent::UserRegistered(event) => {
                 self.user_id = Some(event.user_id);
@@ -354,6 +376,7 @@ impl Aggregate for User {
             UserEvent::UserSuspended(event) => {
                 self.status = UserStatus::Suspended;
                 self.updated_at = Some(event.suspended_at);
+                self.end_sessions();
             }
             UserEvent::UserUnsuspended(event) => {
                 self.status = UserStatus::Active;

@@ -299,6 +299,12 @@ pub(super) fn suspended() -> UserEvent {
     })
 }
 
+pub(super) fn unsuspended() -> UserEvent {
+    UserEvent::UserUnsuspended(UserUnsuspended {
+        unsuspended_at: now(),
+    })
+}
+
 #[tokio::test]
 async fn suspend_records_reason() {
     let user_id = Uuid::now_v7();

@@ -169,6 +169,11 @@ impl MfaState {
         }
     }
 
+    /// Drops every open login challenge, so that no MFA token issued so far completes.
+    pub(super) fn void_challenges(&mut self) {
+        self.challenges.clear();
+    }
+
     fn challenge_mut(&mut self, hash: &str) -> Option<&mut Challenge> {
         self.challenges
             .iter_mut()
@@ -330,9 +335,12 @@ impl User {
         Ok(())
     }
 
+    /// Opens a login challenge for a password that was checked at `credentials_version`. A
+    /// password change, reset or suspension since then makes that check void.
     pub(super) async fn issue_mfa_challenge(
         &mut self,
         challenge_hash: String,
+        credentials_version: u64,
         services: &UserServices,
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
@@ -341,6 +349,9 @@ impl User {
         }
         if self.status == UserStatus::Suspended {
             return Err(UserError::Suspended);
+        }
+        if credentials_version < self.sessions_valid_from() {
+            return Err(UserError::InvalidCredentials);
         }
         if !self.mfa.totp_enabled() {
             return Err(UserError::TotpNotEnabled);
@@ -364,6 +375,9 @@ impl User {
         services: &UserServices,
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
+        if self.status == UserStatus::Suspended {
+            return Err(UserError::Suspended);
+        }
         let now = services.clock.now();
         let Some(challenge) = self
             .mfa
@@ -377,9 +391,6 @@ impl User {
         };
         if !self.mfa.totp_enabled() {
             return Err(UserError::ChallengeInvalid);
-        }
-        if self.status == UserStatus::Suspended {
-            return Err(UserError::Suspended);
         }
 
         let Some(spent) = self.mfa.spend(&command.factor, now) else {

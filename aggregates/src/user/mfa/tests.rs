@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::services::PasswordHasher;
-use crate::user::tests::{Argon2Hasher, framework, now, registered, suspended};
+use crate::user::tests::{Argon2Hasher, framework, now, registered, suspended, unsuspended};
 use crate::user::{UserCommand, UserRegistered};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -206,6 +206,7 @@ async fn challenge_needs_totp_enabled() {
         .given(vec![registered(user_id)])
         .when_async(UserCommand::IssueMfaChallenge {
             challenge_hash: CHALLENGE.to_owned(),
+            credentials_version: 1,
         })
         .await
         .then_expect_error(UserError::TotpNotEnabled);
@@ -391,4 +392,79 @@ fn fold_tracks_enrolment_and_codes() {
         user.mfa().recovery_codes_remaining(),
         RECOVERY_CODE_COUNT - 1
     );
+}
+
+fn password_reset() -> UserEvent {
+    UserEvent::PasswordChanged(crate::user::PasswordChanged {
+        password_hash: Personal::Known("new-hash".to_owned()),
+        method: crate::user::PasswordChangeMethod::Reset,
+        kept_session_id: None,
+        changed_at: now(),
+    })
+}
+
+#[tokio::test]
+async fn password_reset_voids_open_challenges() {
+    let user_id = Uuid::now_v7();
+    let mut history = enabled_history(user_id);
+    history.extend([challenge_issued(), password_reset()]);
+
+    framework()
+        .given(history)
+        .when_async(complete(SecondFactor::Totp(code_of(step_now() + 1))))
+        .await
+        .then_expect_error(UserError::ChallengeInvalid);
+}
+
+#[tokio::test]
+async fn challenge_for_a_password_checked_before_a_reset_is_rejected() {
+    let user_id = Uuid::now_v7();
+    let mut history = enabled_history(user_id);
+    // The login read the account as it was before the reset was appended.
+    let checked_at = history.len() as u64;
+    history.push(password_reset());
+
+    framework()
+        .given(history)
+        .when_async(UserCommand::IssueMfaChallenge {
+            challenge_hash: CHALLENGE.to_owned(),
+            credentials_version: checked_at,
+        })
+        .await
+        .then_expect_error(UserError::InvalidCredentials);
+}
+
+#[tokio::test]
+async fn challenge_for_a_password_checked_after_a_reset_is_issued() {
+    let user_id = Uuid::now_v7();
+    let mut history = enabled_history(user_id);
+    history.push(password_reset());
+    let checked_at = history.len() as u64;
+
+    let events = framework()
+        .given(history)
+        .when_async(UserCommand::IssueMfaChallenge {
+            challenge_hash: CHALLENGE.to_owned(),
+            credentials_version: checked_at,
+        })
+        .await
+        .inspect_result()
+        .expect("challenge issued");
+    assert!(matches!(
+        events.as_slice(),
+        [UserEvent::MfaChallengeIssued(_)]
+    ));
+}
+
+#[tokio::test]
+async fn challenge_does_not_outlive_a_suspension() {
+    let user_id = Uuid::now_v7();
+    let mut history = enabled_history(user_id);
+    history.extend([challenge_issued(), suspended(), unsuspended()]);
+
+    framework()
+        .given(history)
+        .when_async(complete(SecondFactor::Totp(code_of(step_now() + 1))))
+        .await
+        .then_expect_error(UserError::ChallengeInvalid);
 }
