@@ -236,6 +236,23 @@ pub async fn revoke_api_key(
     let api_key_id: Uuid = api_key_id
         .parse()
         .map_err(|_| ApiError::invalid("apiKeyId must be a UUID"))?;
+    // As with issuing, a key acts only on keys whose scopes it holds itself, so a key that
+    // manages keys cannot revoke one that is more powerful than itself.
+    let scopes: Option<Vec<String>> =
+        sqlx::query_scalar("SELECT scopes FROM api_keys WHERE api_key_id = $1")
+            .bind(api_key_id)
+            .fetch_optional(&state.pool)
+            .await?;
+    if let Some(scopes) = scopes {
+        if scopes.iter().any(|scope| caller.require_scope(scope).is_err()) {
+            tracing::info!(
+                %api_key_id,
+                actor = %caller.actor(),
+                "API key revocation rejected: the caller lacks a scope of the key"
+            );
+            return Err(ApiError::Forbidden);
+        }
+    }
     let metadata = client.metadata(caller.actor(), None);
 
     let result = state

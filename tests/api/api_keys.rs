@@ -383,3 +383,27 @@ async fn key_cannot_outlive_its_issuer() {
     assert_eq!(within.status(), 201);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn key_revokes_only_keys_within_its_scopes() {
+    let app = TestApp::spawn().await;
+    let user_id = app.register_user("ada@example.com").await;
+    let (manager_id, manager) = app.api_key("api_keys:manage,users:read").await;
+    let (root_id, root) = app.api_key("*").await;
+    let revoke = |target: Uuid, key: String| {
+        app.client
+            .delete(app.url(&format!("/api-keys/{target}")))
+            .header("x-api-key", key)
+            .send()
+    };
+
+    let refused = revoke(root_id, manager.clone()).await.expect("sent");
+    assert_eq!(refused.status(), 403);
+    assert_error(&body(refused).await, "AUTH_002");
+    assert_eq!(get_user(&app, &root, user_id).await.status(), 200);
+
+    let allowed = revoke(manager_id, root.clone()).await.expect("sent");
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(get_user(&app, &manager, user_id).await.status(), 401);
+    app.finish().await;
+}
