@@ -244,7 +244,10 @@ pub async fn revoke_api_key(
             .fetch_optional(&state.pool)
             .await?;
     if let Some(scopes) = scopes {
-        if scopes.iter().any(|scope| caller.require_scope(scope).is_err()) {
+        if scopes
+            .iter()
+            .any(|scope| caller.require_scope(scope).is_err())
+        {
             tracing::info!(
                 %api_key_id,
                 actor = %caller.actor(),

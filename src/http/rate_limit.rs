@@ -1,8 +1,11 @@
 //! Rate limiting in three classes, with `X-RateLimit-*` headers on every response.
 //!
 //! - standard: per user (Bearer), per API key, or per client IP when anonymous;
-//! - sensitive (login, password and code checks): per user, or per canonical account
-//!   identifier from the body when anonymous, so that variant spellings share one bucket;
+//! - sensitive (login, password and code checks): per canonical account identifier when the
+//!   body names one (an email address or a single-use token), so that variant spellings share
+//!   one bucket whoever sends them, else per user. Requests keyed by the body or, failing
+//!   that, by address also share one bucket per client address at the standard rate, so one
+//!   client cannot spread its guesses over many accounts;
 //! - bulk (listings and bulk imports and exports): per API key.
 //!
 //! governor counts with GCRA. Keys whose bucket has refilled are pruned every minute and
@@ -29,7 +32,8 @@ use serde_json::Value;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{
-    BODY_LIMIT_BYTES, CheckedCredential, ClientIp, Deadline, SessionProfile, check_credential,
+    BODY_LIMIT_BYTES, Caller, CheckedCredential, ClientIp, Deadline, SessionProfile,
+    check_credential,
 };
 use crate::crypto::hash_token;
 
@@ -53,6 +57,8 @@ pub enum Class {
 pub struct RateLimits {
     standard: Limit,
     sensitive: Limit,
+    /// Sensitive requests not keyed by a caller, per client address, at the standard rate.
+    sensitive_per_client: Limit,
     bulk: Limit,
     trusted_proxies: Vec<IpNet>,
 }
@@ -89,6 +95,7 @@ impl RateLimits {
         Self {
             standard: Limit::new(standard),
             sensitive: Limit::new(sensitive),
+            sensitive_per_client: Limit::new(standard),
             bulk: Limit::new(bulk),
             trusted_proxies,
         }
@@ -102,9 +109,26 @@ impl RateLimits {
         }
     }
 
+    fn limits(&self) -> [&Limit; 4] {
+        [
+            &self.standard,
+            &self.sensitive,
+            &self.sensitive_per_client,
+            &self.bulk,
+        ]
+    }
+
     /// Counts one request against `key` in `class`.
     pub fn check(&self, class: Class, key: &str) -> Decision {
-        let limit = self.limit(class);
+        Self::check_in(self.limit(class), key)
+    }
+
+    /// Counts one sensitive request that no caller identifies against its client's address.
+    pub fn check_sensitive_client(&self, ip_key: &str) -> Decision {
+        Self::check_in(&self.sensitive_per_client, ip_key)
+    }
+
+    fn check_in(limit: &Limit, key: &str) -> Decision {
         if limit.limiter.len() >= MAX_KEYS {
             limit.limiter.retain_recent();
         }
@@ -136,7 +160,7 @@ impl RateLimits {
 
     /// Drops the buckets that have refilled; a dropped key starts again from a full bucket.
     pub fn prune(&self) {
-        for limit in [&self.standard, &self.sensitive, &self.bulk] {
+        for limit in self.limits() {
             limit.limiter.retain_recent();
             limit.limiter.shrink_to_fit();
         }
@@ -144,10 +168,7 @@ impl RateLimits {
 
     /// Number of keys held across all classes.
     pub fn key_count(&self) -> usize {
-        [&self.standard, &self.sensitive, &self.bulk]
-            .iter()
-            .map(|limit| limit.limiter.len())
-            .sum()
+        self.limits().iter().map(|limit| limit.limiter.len()).sum()
     }
 
     /// Resolves the client address: the socket peer, or, when the peer is a trusted proxy, the
@@ -268,26 +289,36 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     };
 
     let mut body = body;
-    let key = match (&caller, class) {
-        (Some(caller), _) => caller.rate_key(),
-        (None, Class::Sensitive) => {
-            let bytes = match to_bytes(body, BODY_LIMIT_BYTES).await {
-                Ok(bytes) => bytes,
-                Err(_) => {
-                    let error = ApiError::PayloadTooLarge {
-                        limit_bytes: BODY_LIMIT_BYTES,
-                    };
-                    return with_headers(&state, class, &ip_key, error.into_response());
-                }
-            };
-            let key = account_identifier(&bytes).unwrap_or_else(|| ip_key.clone());
-            body = Body::from(bytes);
-            key
+    let mut client_decision = None;
+    let key = if class == Class::Sensitive {
+        let bytes = match to_bytes(body, BODY_LIMIT_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                let error = ApiError::PayloadTooLarge {
+                    limit_bytes: BODY_LIMIT_BYTES,
+                };
+                return with_headers(&state, class, &ip_key, error.into_response());
+            }
+        };
+        // The account the body names comes first, so that a caller's own credential does not
+        // move guesses at someone else's account onto the caller's bucket.
+        let (key, keyed_by_caller) = match (account_identifier(&bytes), &caller) {
+            (Some(account), _) => (account, false),
+            (None, Some(caller)) => (caller.rate_key(), true),
+            (None, None) => (ip_key.clone(), false),
+        };
+        body = Body::from(bytes);
+        if !keyed_by_caller {
+            client_decision = Some(state.limits.check_sensitive_client(&ip_key));
         }
-        (None, _) => ip_key.clone(),
+        key
+    } else {
+        caller
+            .as_ref()
+            .map_or_else(|| ip_key.clone(), Caller::rate_key)
     };
 
-    let decision = state.limits.check(class, &key);
+    let decision = stricter(state.limits.check(class, &key), client_decision);
     let now_unix = unix_now();
     if decision.retry_after_secs.is_some() {
         tracing::debug!(?class, "rate limit exceeded");
@@ -322,6 +353,19 @@ fn ip_key(ip: IpAddr) -> String {
         }
         IpAddr::V6(v6) => format!("ip:{}", v6.to_canonical()),
         IpAddr::V4(v4) => format!("ip:{v4}"),
+    }
+}
+
+/// Picks the decision to act on and report: a refusal first, else the one with less left.
+fn stricter(account: Decision, client: Option<Decision>) -> Decision {
+    let Some(client) = client else {
+        return account;
+    };
+    match (account.retry_after_secs, client.retry_after_secs) {
+        (Some(_), _) => account,
+        (None, Some(_)) => client,
+        (None, None) if client.remaining < account.remaining => client,
+        (None, None) => account,
     }
 }
 

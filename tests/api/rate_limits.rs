@@ -160,3 +160,50 @@ async fn bearer_requests_count_per_user() {
     assert_eq!(grace_status, 200);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn login_with_a_bearer_token_counts_against_the_named_account() {
+    let app = TestApp::spawn().await;
+    app.register_user("ada@example.com").await;
+    let (_, eve) = app.signed_in("eve@example.com").await;
+    for _ in 0..10 {
+        app.login("ada@example.com", "wrong horse battery").await;
+    }
+
+    let with_token = app
+        .client
+        .post(app.url("/auth/login"))
+        .bearer_auth(&eve)
+        .json(&json!({"email": "ada@example.com", "password": crate::helpers::PASSWORD}))
+        .send()
+        .await
+        .expect("request sent");
+
+    assert_eq!(with_token.status(), 429);
+    assert_error(&body(with_token).await, "RATE_001");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn one_client_cannot_spread_logins_over_many_accounts() {
+    let app = TestApp::spawn_with(|config| config.rate_standard = 5).await;
+
+    let mut statuses = Vec::new();
+    for account in 1..=6 {
+        let response = app
+            .client
+            .post(app.url("/auth/login"))
+            .header("x-forwarded-for", format!("198.51.100.{account}"))
+            .json(&json!({
+                "email": format!("user{account}@example.com"),
+                "password": "wrong horse battery",
+            }))
+            .send()
+            .await
+            .expect("request sent");
+        statuses.push(response.status().as_u16());
+    }
+
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
+    app.finish().await;
+}
