@@ -33,8 +33,9 @@ use crate::{EventOpener, Projection, StoredEvent, StreamPosition};
 pub const EVENTS_CHANNEL: &str = "ledger_events";
 
 const BATCH_SIZE: i64 = 500;
-/// Key of the advisory lock that one batch, or one reset, holds at a time across instances.
-const PROJECTOR_LOCK: &str = "projector";
+/// Prefix of the advisory lock key of each projection, which a batch or a reset holds for the
+/// projections it writes, so that instances never apply events to one projection at once.
+const PROJECTION_LOCK_PREFIX: &str = "projector:";
 /// Wait before reading again when finished events are held back by an older open transaction.
 const HELD_BACK_RETRY: Duration = Duration::from_millis(2);
 /// Wait before retrying a batch that failed.
@@ -390,26 +391,39 @@ impl Worker {
     async fn run_batch(&self, group: Group) -> Result<Batch, BatchError> {
         let mut transaction = self.pool.begin().await?;
 
-        // Another instance's projector waits here until this batch commits. The events are
-        // already durable, and the batch's read-model rows and checkpoints commit or vanish
-        // together, so a batch lost in a crash is applied again on restart: the commit does not
-        // wait for its WAL flush.
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)),
-                    set_config('synchronous_commit', 'off', true)",
-        )
-        .bind(PROJECTOR_LOCK)
-        .execute(&mut *transaction)
-        .await?;
-        let checkpoints = read_checkpoints(&mut transaction, &self.names()).await?;
-        let (members, lagging) = self.split(group, &checkpoints);
-        let Some(from) = members.iter().map(|index| checkpoints[*index]).min() else {
+        // The events are already durable, and the batch's read-model rows and checkpoints
+        // commit or vanish together, so a batch lost in a crash is applied again on restart:
+        // the commit does not wait for its WAL flush.
+        sqlx::query("SELECT set_config('synchronous_commit', 'off', true)")
+            .execute(&mut *transaction)
+            .await?;
+        let names = self.names();
+        let (members, lagging) =
+            self.split(group, &read_checkpoints(&mut transaction, &names).await?.0);
+        if members.is_empty() {
             transaction.commit().await?;
             return Ok(Batch {
                 progress: Progress::CaughtUp,
                 lagging,
             });
-        };
+        }
+        // Another instance's batch for any of these projections holds their locks until it
+        // commits, so the checkpoints are read again once this one holds them.
+        let member_names: Vec<&str> = members.iter().map(|index| names[*index]).collect();
+        lock_projections(&mut transaction, &member_names).await?;
+        let (checkpoints, rebuilding) = read_checkpoints(&mut transaction, &names).await?;
+        let head = checkpoints.iter().max().copied().unwrap_or_default();
+        let rebuilt: Vec<&str> = members
+            .iter()
+            .filter(|index| rebuilding[**index] && checkpoints[**index] == head)
+            .map(|index| names[*index])
+            .collect();
+        finish_rebuilds(&mut transaction, &rebuilt).await?;
+        let from = members
+            .iter()
+            .map(|index| checkpoints[*index])
+            .min()
+            .unwrap_or_default();
 
         // Rows at or above the snapshot's xmin may follow a transaction that is still open and
         // will commit a lower position, so reading stops at the first of them.
@@ -471,6 +485,14 @@ impl Worker {
                         })?;
                     reached[index] = event.position;
                 }
+            }
+        }
+
+        // A rebuilt projection that lands on the others' checkpoint is complete again, in the
+        // same transaction that moves it there.
+        if let (Group::Alone(index), Some(limit)) = (group, limit) {
+            if rebuilding[index] && reached[index] == limit {
+                finish_rebuilds(&mut transaction, &[names[index]]).await?;
             }
         }
 
@@ -576,13 +598,14 @@ where
     }
 }
 
-/// Reads the checkpoints of `names`, in the same order.
+/// Reads the checkpoints of `names`, in the same order, and whether each is being rebuilt.
 async fn read_checkpoints(
     connection: &mut PgConnection,
     names: &[&'static str],
-) -> Result<Vec<StreamPosition>, sqlx::Error> {
+) -> Result<(Vec<StreamPosition>, Vec<bool>), sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT projection, transaction_id::text::bigint AS transaction_id, global_position
+        "SELECT projection, transaction_id::text::bigint AS transaction_id, global_position,
+                rebuilding
            FROM projection_checkpoints WHERE projection = ANY($1)",
     )
     .bind(names)
@@ -595,12 +618,50 @@ async fn read_checkpoints(
             transaction_id: row.try_get("transaction_id")?,
             global_position: row.try_get("global_position")?,
         };
-        found.insert(row.try_get::<String, _>("projection")?, position);
+        let rebuilding: bool = row.try_get("rebuilding")?;
+        found.insert(
+            row.try_get::<String, _>("projection")?,
+            (position, rebuilding),
+        );
     }
     Ok(names
         .iter()
         .map(|name| found.get(*name).copied().unwrap_or_default())
-        .collect())
+        .unzip())
+}
+
+/// Takes the advisory locks of `names` for the rest of the transaction, in sorted order so
+/// that two instances locking overlapping sets cannot deadlock.
+async fn lock_projections(
+    connection: &mut PgConnection,
+    names: &[&str],
+) -> Result<(), sqlx::Error> {
+    // PostgreSQL evaluates a volatile function in the select list after the ORDER BY of the
+    // subquery it reads from, so the locks are taken in that order.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended($2 || name, 0))
+           FROM (SELECT name FROM unnest($1::text[]) AS name ORDER BY name) AS sorted",
+    )
+    .bind(names)
+    .bind(PROJECTION_LOCK_PREFIX)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Clears the rebuilding mark of projections that have caught up with the others.
+async fn finish_rebuilds(connection: &mut PgConnection, names: &[&str]) -> Result<(), sqlx::Error> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE projection_checkpoints SET rebuilding = false WHERE projection = ANY($1)")
+        .bind(names)
+        .execute(&mut *connection)
+        .await?;
+    for name in names {
+        tracing::info!(projection = name, "projection rebuilt");
+    }
+    Ok(())
 }
 
 /// Moves the checkpoints of the projections in `moved` in one statement.
@@ -630,21 +691,19 @@ async fn write_checkpoints(
     Ok(())
 }
 
-/// Empties a projection's tables and rewinds its checkpoint, so that a running projector
-/// rebuilds it from the first event.
+/// Empties a projection's tables, rewinds its checkpoint and marks it as rebuilding, so that
+/// a running projector rebuilds it from the first event and the credential checks that read it
+/// answer 503 until it has caught up.
 pub async fn reset_projection(pool: &PgPool, projection: &dyn Projection) -> anyhow::Result<()> {
     let name = projection.name();
     ensure_checkpoint(pool, name).await?;
 
     let mut transaction = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(PROJECTOR_LOCK)
-        .execute(&mut *transaction)
-        .await?;
+    lock_projections(&mut transaction, &[name]).await?;
     projection.reset(&mut transaction).await?;
     sqlx::query(
         "UPDATE projection_checkpoints
-            SET transaction_id = '0', global_position = 0, updated_at = now()
+            SET transaction_id = '0', global_position = 0, rebuilding = true, updated_at = now()
           WHERE projection = $1",
     )
     .bind(name)

@@ -3,7 +3,9 @@
 //! instead of a session, and `/auth/login/mfa` (in `mfa.rs`) finishes the login.
 
 use aggregates::services::{BlindIndex, PasswordHasher};
-use aggregates::session::{RevocationReason, SessionCommand, SessionError, StartSession};
+use aggregates::session::{
+    RevocationReason, SessionCommand, SessionError, SessionEvent, StartSession,
+};
 use aggregates::user::{UserCommand, UserError, UserEvent};
 use aggregates::values::Email;
 use axum::extract::State;
@@ -16,7 +18,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::envelope::{ErrorBody, Success, SuccessBody};
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller, ClientContext, RequestBody};
+use super::extract::{ApiJson, Caller, ClientContext, RequestBody, rebuilding, rebuilding_error};
 use super::users::user_rejection;
 use crate::crypto::{TokenKind, issue_token};
 use crate::store::CommandError;
@@ -77,25 +79,46 @@ async fn find_credentials(
     state: &AppState,
     email: &Email,
 ) -> Result<Option<Credentials>, ApiError> {
-    let row = sqlx::query_as::<_, (Uuid, String, String, bool, i64)>(
-        "SELECT c.user_id, cr.password_hash, p.status, p.mfa_enabled, p.version
-           FROM email_claims c
-           JOIN user_credentials cr USING (user_id)
-           JOIN user_profiles p USING (user_id)
-          WHERE c.email_index = $1",
-    )
-    .bind(state.indexer.email_index(email))
-    .fetch_optional(&state.pool)
-    .await?;
-    Ok(row.map(
-        |(user_id, password_hash, status, mfa_enabled, version)| Credentials {
-            user_id,
-            password_hash,
-            status,
-            mfa_enabled,
-            version: u64::try_from(version).unwrap_or_default(),
-        },
+    // One row whatever the address, so that a rebuild answers alike for known and unknown ones.
+    let (rebuilding, user_id, password_hash, status, mfa_enabled, version) = sqlx::query_as::<
+        _,
+        (
+            bool,
+            Option<Uuid>,
+            Option<String>,
+            Option<String>,
+            Option<bool>,
+            Option<i64>,
+        ),
+    >(concat!(
+        "SELECT rebuilding.value, c.user_id, cr.password_hash, p.status, p.mfa_enabled,
+                    p.version
+               FROM (SELECT ",
+        rebuilding!("profiles"),
+        " AS value) AS rebuilding
+               LEFT JOIN (email_claims c
+                          JOIN user_credentials cr USING (user_id)
+                          JOIN user_profiles p USING (user_id))
+                      ON c.email_index = $1"
     ))
+    .bind(state.indexer.email_index(email))
+    .fetch_one(&state.pool)
+    .await?;
+    if rebuilding {
+        return Err(rebuilding_error("profiles"));
+    }
+    let (Some(user_id), Some(password_hash), Some(status), Some(mfa_enabled), Some(version)) =
+        (user_id, password_hash, status, mfa_enabled, version)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Credentials {
+        user_id,
+        password_hash,
+        status,
+        mfa_enabled,
+        version: u64::try_from(version).unwrap_or_default(),
+    }))
 }
 
 /// Checks email and password. Without TOTP it opens a session and returns its token once;
@@ -218,9 +241,9 @@ pub(super) async fn start_session(
         user_agent: client.user_agent.clone(),
         credentials_version,
     };
-    state
+    let (_, events) = state
         .sessions
-        .execute(
+        .execute_with_events(
             &session_id.to_string(),
             || SessionCommand::Start(start.clone()),
             &metadata,
@@ -229,12 +252,14 @@ pub(super) async fn start_session(
         .map_err(|error| {
             ApiError::from_command(error, |rejection| ApiError::Internal(rejection.into()))
         })?;
-
-    let expires_at: DateTime<Utc> =
-        sqlx::query_scalar("SELECT expires_at FROM sessions WHERE session_id = $1")
-            .bind(session_id)
-            .fetch_one(&state.pool)
-            .await?;
+    // Taken from the event, not the read model, which may be catching up after a replay.
+    let expires_at = events
+        .iter()
+        .find_map(|event| match event {
+            SessionEvent::SessionStarted(started) => Some(started.expires_at),
+            SessionEvent::SessionRevoked(_) => None,
+        })
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no session start was recorded")))?;
     tracing::info!(%user_id, %session_id, "session started");
 
     Ok(LoginResponse {

@@ -11,6 +11,7 @@ use axum::http::{StatusCode, header};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
 use super::AppState;
@@ -400,9 +401,30 @@ struct SessionRow {
     profile: ProfileView,
 }
 
+/// A scalar subquery telling whether any of the named read models is being rebuilt by `replay`.
+/// Such a model holds only a prefix of the history, so no credential is accepted from it.
+macro_rules! rebuilding {
+    ($projections:literal) => {
+        concat!(
+            "(SELECT COALESCE(bool_or(rebuilding), false) FROM projection_checkpoints
+               WHERE projection = ANY('{",
+            $projections,
+            "}'))"
+        )
+    };
+}
+pub(crate) use rebuilding;
+
+/// The 503 of a credential check whose read model is being rebuilt.
+pub fn rebuilding_error(model: &str) -> ApiError {
+    ApiError::Unavailable(anyhow::anyhow!("the {model} read model is being rebuilt"))
+}
+
 async fn check_session(state: &AppState, token: &str) -> Result<CredentialCheck, ApiError> {
-    let row = sqlx::query_as::<_, SessionRow>(
-        "SELECT s.session_id, s.expires_at AS session_expires_at,
+    // One row whatever the token, so that a rebuild answers 503 for known and unknown tokens.
+    let row = sqlx::query(concat!(
+        "SELECT rebuilding.value AS rebuilding, s.session_id,
+                s.expires_at AS session_expires_at,
                 s.revoked_at IS NOT NULL AS revoked,
                 (s.credentials_version < p.sessions_valid_from
                  AND s.session_id IS DISTINCT FROM p.sessions_kept_session_id) AS superseded,
@@ -410,18 +432,25 @@ async fn check_session(state: &AppState, token: &str) -> Result<CredentialCheck,
                 p.user_id, p.email, p.email_verified, p.status, p.display_name, p.given_name,
                 p.family_name, p.locale, p.timezone, p.phone, p.picture_url, p.metadata,
                 p.mfa_enabled, p.created_at, p.updated_at, p.version
-           FROM sessions s
-           JOIN user_profiles p USING (user_id)
-           LEFT JOIN session_activity a USING (session_id)
-          WHERE s.token_hash = $1",
-    )
+           FROM (SELECT ",
+        rebuilding!("sessions,profiles"),
+        " AS value) AS rebuilding
+           LEFT JOIN (sessions s
+                      JOIN user_profiles p USING (user_id)
+                      LEFT JOIN session_activity a USING (session_id))
+                  ON s.token_hash = $1"
+    ))
     .bind(hash_token(token))
-    .fetch_optional(&state.pool)
+    .fetch_one(&state.pool)
     .await?;
 
-    let Some(row) = row else {
+    if row.try_get::<bool, _>("rebuilding")? {
+        return Err(rebuilding_error("sessions"));
+    }
+    if row.try_get::<Option<Uuid>, _>("session_id")?.is_none() {
         return Ok(Err(RefusedCredential::Invalid).into());
-    };
+    }
+    let row = SessionRow::from_row(&row)?;
     let (session_id, user_id) = (row.session_id, row.profile.user_id);
     let now = state.clock.now();
     let idle_deadline = row.last_seen + state.settings.session_idle_timeout;
@@ -456,15 +485,34 @@ async fn check_api_key(
     state: &AppState,
     key: &str,
 ) -> Result<Result<Caller, RefusedCredential>, ApiError> {
-    let row = sqlx::query_as::<_, (Uuid, Vec<String>, Option<DateTime<Utc>>, bool)>(
-        "SELECT api_key_id, scopes, expires_at, revoked_at IS NOT NULL
-           FROM api_keys WHERE key_hash = $1",
-    )
+    let (rebuilding, key) = sqlx::query_as::<
+        _,
+        (
+            bool,
+            Option<Uuid>,
+            Option<Vec<String>>,
+            Option<DateTime<Utc>>,
+            Option<bool>,
+        ),
+    >(concat!(
+        "SELECT rebuilding.value, k.api_key_id, k.scopes, k.expires_at,
+                k.revoked_at IS NOT NULL
+           FROM (SELECT ",
+        rebuilding!("api_keys"),
+        " AS value) AS rebuilding
+           LEFT JOIN api_keys k ON k.key_hash = $1"
+    ))
     .bind(hash_token(key))
-    .fetch_optional(&state.pool)
-    .await?;
+    .fetch_one(&state.pool)
+    .await
+    .map(|(rebuilding, id, scopes, expires_at, revoked)| {
+        (rebuilding, (id, scopes, expires_at, revoked))
+    })?;
 
-    let Some((api_key_id, scopes, expires_at, revoked)) = row else {
+    if rebuilding {
+        return Err(rebuilding_error("api_keys"));
+    }
+    let (Some(api_key_id), Some(scopes), expires_at, Some(revoked)) = key else {
         return Ok(Err(RefusedCredential::Invalid));
     };
     if revoked || expires_at.is_some_and(|expires_at| expires_at <= state.clock.now()) {

@@ -12,7 +12,7 @@ use projections::{
     EventOpener, Projection, Projector, ProjectorHandle, StoredEvent, StreamPosition,
 };
 use serde_json::json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{TestApp, TestDatabase, body};
@@ -287,5 +287,91 @@ async fn running_service_rebuilds_replayed_projection() {
     let profile = body(profile).await;
     assert_eq!(profile["data"]["locale"], "de");
     assert_eq!(profile["data"]["version"], 2);
+    app.finish().await;
+}
+
+/// Empties `projection` as `replay` does and marks it as rebuilding, on a connection that
+/// holds the projection's advisory lock, so that the running projector cannot rebuild it until
+/// the lock is released.
+async fn start_rebuild(connection: &mut PgConnection, projection: &dyn Projection) {
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('projector:' || $1, 0))")
+        .bind(projection.name())
+        .execute(&mut *connection)
+        .await
+        .expect("lock the projection");
+    projection
+        .reset(connection)
+        .await
+        .expect("empty the read model");
+    sqlx::query(
+        "UPDATE projection_checkpoints
+            SET transaction_id = '0', global_position = 0, rebuilding = true
+          WHERE projection = $1",
+    )
+    .bind(projection.name())
+    .execute(&mut *connection)
+    .await
+    .expect("rewind the checkpoint");
+}
+
+async fn wait_until_rebuilt(pool: &PgPool) {
+    for _ in 0..200 {
+        let rebuilding: bool = sqlx::query_scalar(
+            "SELECT COALESCE(bool_or(rebuilding), false) FROM projection_checkpoints",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("read the checkpoints");
+        if !rebuilding {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the read models were never rebuilt");
+}
+
+#[tokio::test]
+async fn credential_checks_answer_503_while_their_read_model_is_rebuilt() {
+    let app = TestApp::spawn().await;
+    let (_, live) = app.signed_in("ada@example.com").await;
+    let logged_out = app.token_for("ada@example.com").await;
+    let logout = app
+        .client
+        .post(app.url("/auth/logout"))
+        .bearer_auth(&logged_out)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(logout.status(), 200);
+    let (_, key) = app.api_key("users:read").await;
+
+    let mut rebuild = sqlx::PgConnection::connect(&app.database.config.database_url)
+        .await
+        .expect("connect");
+    start_rebuild(&mut rebuild, &projections::SessionsProjection).await;
+    start_rebuild(&mut rebuild, &projections::ProfilesProjection).await;
+    start_rebuild(&mut rebuild, &projections::ApiKeysProjection).await;
+
+    let me = app.get_me(&logged_out).await;
+    assert_eq!(me.status(), 503);
+    assert!(me.headers().contains_key("retry-after"));
+    assert_eq!(body(me).await["error"]["code"], "SYS_002");
+    for email in ["ada@example.com", "nobody@example.com"] {
+        let login = app.login(email, crate::helpers::PASSWORD).await;
+        assert_eq!(login.status(), 503, "login of {email}");
+    }
+    let with_key = app
+        .client
+        .get(app.url("/users/me"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(with_key.status(), 503);
+
+    rebuild.close().await.expect("release the locks");
+    wait_until_rebuilt(&app.pool).await;
+    assert_eq!(app.get_me(&live).await.status(), 200);
+    assert_eq!(app.get_me(&logged_out).await.status(), 401);
     app.finish().await;
 }
