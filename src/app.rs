@@ -67,7 +67,11 @@ impl Application {
 
         let keys = Arc::new(KeyRing::new(pool.clone(), &master));
         let indexer = Arc::new(Indexer::new(&master));
-        let mfa = Arc::new(MfaSettings::new(&master, config.totp_issuer.clone()));
+        let mfa = Arc::new(MfaSettings::new(
+            &master,
+            config.totp_issuer.clone(),
+            config.totp_account_label,
+        ));
         let hash_concurrency = match config.hash_concurrency {
             0 => std::thread::available_parallelism().map_or(2, |count| count.get()),
             count => count,

@@ -157,6 +157,10 @@ pub struct Config {
     /// Issuer that authenticator apps show for a TOTP entry, also the prefix of its label.
     #[arg(long, env = "LEDGER_TOTP_ISSUER", default_value = "account-ledger")]
     pub totp_issuer: String,
+    /// What names the account in a TOTP entry's label: `email`, or `user-id` to keep the
+    /// address out of authenticator apps and their cloud backups.
+    #[arg(long, env = "LEDGER_TOTP_ACCOUNT_LABEL", value_enum, default_value_t = TotpAccountLabel::Email)]
+    pub totp_account_label: TotpAccountLabel,
     /// How mail leaves the service: `file` writes `.eml` files under `<data dir>/mail`, `smtp`
     /// sends through `LEDGER_SMTP_URL`.
     #[arg(long, env = "LEDGER_MAIL_TRANSPORT", value_enum, default_value_t = MailTransportKind::File)]
@@ -184,6 +188,16 @@ pub struct Config {
     #[arg(long, env = "LEDGER_RESET_TTL_SECS", default_value_t = 3_600,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub reset_ttl_secs: u32,
+}
+
+/// What names the account in the label of a TOTP entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum TotpAccountLabel {
+    /// The account's email address.
+    #[default]
+    Email,
+    /// The account's user id.
+    UserId,
 }
 
 /// The ways mail can leave the service.
@@ -214,6 +228,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LEDGER_PROJECTION_POLL_MS",
     "LEDGER_REQUEST_TIMEOUT_SECS",
     "LEDGER_TOTP_ISSUER",
+    "LEDGER_TOTP_ACCOUNT_LABEL",
     "LEDGER_MAIL_TRANSPORT",
     "LEDGER_SMTP_URL",
     "LEDGER_MAIL_FROM",

@@ -15,6 +15,7 @@ use secrecy::SecretString;
 use sha2::Sha256;
 use totp_rs::Secret;
 
+use crate::config::TotpAccountLabel;
 use crate::crypto::derive_key;
 
 /// Bytes of a TOTP secret: 160 bits, the length RFC 4226 recommends.
@@ -29,9 +30,10 @@ const RECOVERY_CODE_GROUP: usize = 4;
 const QR_MODULE_PIXELS: usize = 6;
 const QR_QUIET_ZONE: usize = 4;
 
-/// The TOTP issuer name and the key that recovery-code hashes are made with.
+/// The TOTP issuer name and label, and the key that recovery-code hashes are made with.
 pub struct MfaSettings {
     issuer: String,
+    account_label: TotpAccountLabel,
     recovery_code_key: DataKey,
 }
 
@@ -42,11 +44,16 @@ pub struct RecoveryCodeSet {
 }
 
 impl MfaSettings {
-    pub fn new(master: &DataKey, issuer: String) -> Self {
+    pub fn new(master: &DataKey, issuer: String, account_label: TotpAccountLabel) -> Self {
         Self {
             issuer,
+            account_label,
             recovery_code_key: derive_key(master, "recovery-code/v1"),
         }
+    }
+
+    pub fn account_label(&self) -> TotpAccountLabel {
+        self.account_label
     }
 
     /// Builds the `otpauth://totp/` URI of a secret, labelled `issuer:account`.
@@ -167,7 +174,11 @@ mod tests {
     use secrecy::ExposeSecret;
 
     fn settings() -> MfaSettings {
-        MfaSettings::new(&DataKey::generate(), "account ledger".to_owned())
+        MfaSettings::new(
+            &DataKey::generate(),
+            "account ledger".to_owned(),
+            TotpAccountLabel::Email,
+        )
     }
 
     #[test]

@@ -24,6 +24,7 @@ use super::envelope::{ErrorBody, Success, SuccessBody};
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller, ClientContext, RequestBody, UserPath};
 use super::users::{load_profile, user_rejection};
+use crate::config::TotpAccountLabel;
 use crate::crypto::{TokenKind, hash_token};
 use crate::mfa::{generate_secret, qr_code_data_uri};
 
@@ -182,10 +183,13 @@ pub async fn start_totp_setup(
         })
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no TOTP setup was recorded")))?;
 
-    let account = load_profile(&state, user_id)
-        .await?
-        .email
-        .unwrap_or_else(|| user_id.to_string());
+    let account = match state.mfa.account_label() {
+        TotpAccountLabel::Email => load_profile(&state, user_id)
+            .await?
+            .email
+            .unwrap_or_else(|| user_id.to_string()),
+        TotpAccountLabel::UserId => user_id.to_string(),
+    };
     let otpauth_uri = state.mfa.otpauth_uri(&account, secret.expose_secret());
     let qr_code = qr_code_data_uri(&otpauth_uri)?;
     tracing::info!(%user_id, "TOTP setup started");

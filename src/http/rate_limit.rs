@@ -275,7 +275,8 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     parts.extensions.insert(ClientIp(client_ip));
     let ip_key = client_ip.map_or_else(|| "ip:unknown".to_owned(), ip_key);
 
-    // A database failure here is left for the handler to report; the request is keyed by IP.
+    // A credential that cannot be checked fails the request at once, so that the handler does
+    // not wait for the database a second time.
     let caller = match check_credential(&state, &parts).await {
         Ok(Some(checked)) => {
             let caller = checked.outcome.as_ref().ok().cloned();
@@ -285,7 +286,8 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
             }
             caller
         }
-        Ok(None) | Err(_) => None,
+        Ok(None) => None,
+        Err(error) => return with_headers(&state, class, &ip_key, error.into_response()),
     };
 
     let mut body = body;

@@ -260,7 +260,15 @@ async fn dead_database_is_503_sys_002() {
         .await
         .expect("terminate backends");
 
+    let started = std::time::Instant::now();
     let response = app.get_me(&token).await;
+    // One wait for a connection (five seconds), not one in the credential check and another
+    // in the handler.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
     let ready = app
         .client
         .get(format!("{}/readyz", app.address))
@@ -270,6 +278,7 @@ async fn dead_database_is_503_sys_002() {
 
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
+    assert!(response.headers().contains_key("x-ratelimit-limit"));
     let body = body(response).await;
     assert_error(&body, "SYS_002");
     assert!(

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use account_ledger::app::Application;
-use account_ledger::config::{Config, LogFormat, MailTransportKind};
+use account_ledger::config::{Config, LogFormat, MailTransportKind, TotpAccountLabel};
 use account_ledger::crypto::{TokenKind, issue_token};
 use account_ledger::store::{KeyRing, SealingRepository};
 use aggregates::personal::Personal;
@@ -69,6 +69,7 @@ impl TestDatabase {
             projection_poll_ms: 200,
             request_timeout_secs: 30,
             totp_issuer: "account-ledger".to_owned(),
+            totp_account_label: TotpAccountLabel::Email,
             mail_transport: MailTransportKind::File,
             smtp_url: None,
             mail_from: "account-ledger <no-reply@localhost>".to_owned(),

@@ -202,6 +202,33 @@ async fn setup_returns_secret_uri_and_qr() {
 }
 
 #[tokio::test]
+async fn setup_label_can_name_the_user_id_instead_of_the_address() {
+    let (app, _) = spawn_with(|database| {
+        database.config.totp_issuer = "Example Corp".to_owned();
+        database.config.totp_account_label = account_ledger::config::TotpAccountLabel::UserId;
+    })
+    .await;
+    let (user_id, token) = app.signed_in(EMAIL).await;
+
+    let (status, body) = post(
+        &app,
+        "/users/me/mfa/totp/setup",
+        Some(&token),
+        json!({"current_password": PASSWORD}),
+    )
+    .await;
+
+    assert_eq!(status, 200);
+    let uri = body["data"]["otpauth_uri"].as_str().expect("uri");
+    assert!(
+        uri.starts_with(&format!("otpauth://totp/Example%20Corp:{user_id}?")),
+        "label: {uri}"
+    );
+    assert!(!uri.contains("example.com"), "address in label: {uri}");
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn setup_with_wrong_password_is_auth_003() {
     let (app, _clock) = spawn().await;
     let (_, token) = app.signed_in(EMAIL).await;

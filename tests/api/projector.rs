@@ -267,6 +267,61 @@ async fn failing_projection_does_not_hold_others() {
 }
 
 #[tokio::test]
+async fn restarted_projector_applies_each_event_once() {
+    let database = Arc::new(TestDatabase::new());
+    let mut first = TestApp::spawn_on(database.clone()).await;
+    first.signed_in("ada@example.com").await;
+    first.stop().await;
+    let pool = TestApp::pool_only(database.clone()).await.pool;
+    sqlx::query(
+        "CREATE TABLE test_applied (projection text, global_position bigint,
+                                    PRIMARY KEY (projection, global_position))",
+    )
+    .execute(&pool)
+    .await
+    .expect("create the recording table");
+    let start = || {
+        let projection: Arc<dyn Projection> = Arc::new(RecordingProjection {
+            name: "test_once",
+            failing: Arc::new(AtomicBool::new(false)),
+        });
+        let shutdown = CancellationToken::new();
+        let projector = Projector::new(
+            pool.clone(),
+            Arc::new(PlainOpener),
+            vec![projection],
+            Duration::from_millis(50),
+        );
+        (projector, shutdown)
+    };
+
+    let (projector, shutdown) = start();
+    let running = projector.spawn(shutdown.clone()).await.expect("start");
+    wait_until_reached(&running, "test_once", head_position(&pool).await).await;
+    shutdown.cancel();
+    running.join().await;
+
+    // Events appended while the recording projector is stopped.
+    let second = TestApp::spawn_on(database.clone()).await;
+    second.signed_in("grace@example.com").await;
+    let head = head_position(&pool).await;
+
+    // A second application of any event would break the table's primary key, so the
+    // projection would fail and never reach the head.
+    let (projector, shutdown) = start();
+    let restarted = projector.spawn(shutdown.clone()).await.expect("restart");
+    wait_until_reached(&restarted, "test_once", head).await;
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("count events");
+    assert_eq!(applied_count(&pool, "test_once").await, events);
+    shutdown.cancel();
+    restarted.join().await;
+    second.finish().await;
+}
+
+#[tokio::test]
 async fn running_service_rebuilds_replayed_projection() {
     let app = TestApp::spawn().await;
     let (_, token) = app.signed_in("ada@example.com").await;
