@@ -377,3 +377,76 @@ async fn password_change_voids_pending_link() {
     assert_eq!(status["data"]["pending_change"], serde_json::Value::Null);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn email_and_password_endpoints_name_missing_fields_and_other_users() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com").await;
+    let other = app.register_user("eve@example.com").await;
+
+    for (path, sent) in [
+        (
+            "/users/me/email/change",
+            json!({"current_password": PASSWORD}),
+        ),
+        (
+            "/users/me/email/verify",
+            json!({"verification_code": "123456"}),
+        ),
+        (
+            "/users/me/password/change",
+            json!({"current_password": PASSWORD}),
+        ),
+        ("/users/password/reset", json!({})),
+        ("/users/password/reset/confirm", json!({"token": "lpr_x"})),
+        ("/users/email/verify-link", json!({})),
+    ] {
+        let response = post(&app, path, Some(&token), &sent).await;
+        assert_eq!(response.status(), 400, "{path}");
+        assert_error(&body(response).await, "VAL_002");
+    }
+
+    let status = app
+        .client
+        .get(app.url(&format!("/users/{other}/email/status")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(status.status(), 403);
+    assert_error(&body(status).await, "AUTH_002");
+    let resend = post(
+        &app,
+        &format!("/users/{other}/email/resend-verification"),
+        Some(&token),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(resend.status(), 403);
+    assert_error(&body(resend).await, "AUTH_002");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn resend_with_nothing_pending_is_val_001() {
+    let app = TestApp::spawn().await;
+    let mut mail = MailDirectory::of(&app);
+    let (_, request_id, code) = register_and_read_code(&app, &mut mail, "ada@example.com").await;
+    let token = app.token_for("ada@example.com").await;
+    assert_eq!(
+        verify_code(&app, &token, &request_id, &code).await.status(),
+        200
+    );
+
+    let resend = post(
+        &app,
+        "/users/me/email/resend-verification",
+        Some(&token),
+        &json!({}),
+    )
+    .await;
+
+    assert_eq!(resend.status(), 400);
+    assert_error(&body(resend).await, "VAL_001");
+    app.finish().await;
+}

@@ -377,3 +377,35 @@ async fn docs_page_is_served_from_the_binary() {
     assert_eq!(stylesheet.status(), 200);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn internal_fault_is_sys_001_with_request_id_only() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com").await;
+    sqlx::query("DROP TABLE user_mfa")
+        .execute(&app.pool)
+        .await
+        .expect("drop a read-model table");
+
+    let response = app
+        .client
+        .get(app.url("/users/me/mfa"))
+        .bearer_auth(&token)
+        .header("x-request-id", "fault-1")
+        .send()
+        .await
+        .expect("sent");
+
+    assert_eq!(response.status(), 500);
+    let body = body(response).await;
+    assert_error(&body, "SYS_001");
+    assert_eq!(body["error"]["details"]["request_id"], "fault-1");
+    let text = body.to_string();
+    for internal in ["user_mfa", "relation", "sqlx", "does not exist"] {
+        assert!(
+            !text.contains(internal),
+            "internal text {internal:?} leaked: {text}"
+        );
+    }
+    app.finish().await;
+}
