@@ -139,7 +139,7 @@ impl ProjectorHandle {
 
     /// Waits until every projection that is keeping up has passed `target`, or until
     /// `timeout`. Returns whether all of them got there. A projection behind the others
-    /// (rebuilding, or failing) is not waited for, so that it does not slow every command.
+    /// (being rebuilt, or failing) is not waited for, so that it does not slow every command.
     pub async fn wait_for(&self, target: StreamPosition, timeout: Duration) -> bool {
         self.wait_until(target, timeout, false).await
     }
@@ -343,6 +343,10 @@ impl Worker {
                 );
                 follower.isolated = true;
                 follower.mark_behind(true);
+                let name = follower.projection.name();
+                if let Err(error) = mark_incomplete(&self.pool, name).await {
+                    tracing::error!(projection = name, %error, "failed to mark a projection incomplete");
+                }
                 return Duration::ZERO;
             }
             Err(BatchError { error, .. }) => {
@@ -411,14 +415,14 @@ impl Worker {
         // commits, so the checkpoints are read again once this one holds them.
         let member_names: Vec<&str> = members.iter().map(|index| names[*index]).collect();
         lock_projections(&mut transaction, &member_names).await?;
-        let (checkpoints, rebuilding) = read_checkpoints(&mut transaction, &names).await?;
+        let (checkpoints, incomplete) = read_checkpoints(&mut transaction, &names).await?;
         let head = checkpoints.iter().max().copied().unwrap_or_default();
-        let rebuilt: Vec<&str> = members
+        let level: Vec<&str> = members
             .iter()
-            .filter(|index| rebuilding[**index] && checkpoints[**index] == head)
+            .filter(|index| incomplete[**index] && checkpoints[**index] == head)
             .map(|index| names[*index])
             .collect();
-        finish_rebuilds(&mut transaction, &rebuilt).await?;
+        mark_complete(&mut transaction, &level).await?;
         let from = members
             .iter()
             .map(|index| checkpoints[*index])
@@ -488,11 +492,11 @@ impl Worker {
             }
         }
 
-        // A rebuilt projection that lands on the others' checkpoint is complete again, in the
-        // same transaction that moves it there.
+        // A projection catching up that lands on the others' checkpoint is complete again, in
+        // the same transaction that moves it there.
         if let (Group::Alone(index), Some(limit)) = (group, limit) {
-            if rebuilding[index] && reached[index] == limit {
-                finish_rebuilds(&mut transaction, &[names[index]]).await?;
+            if incomplete[index] && reached[index] == limit {
+                mark_complete(&mut transaction, &[names[index]]).await?;
             }
         }
 
@@ -598,14 +602,14 @@ where
     }
 }
 
-/// Reads the checkpoints of `names`, in the same order, and whether each is being rebuilt.
+/// Reads the checkpoints of `names`, in the same order, and whether each is incomplete.
 async fn read_checkpoints(
     connection: &mut PgConnection,
     names: &[&'static str],
 ) -> Result<(Vec<StreamPosition>, Vec<bool>), sqlx::Error> {
     let rows = sqlx::query(
         "SELECT projection, transaction_id::text::bigint AS transaction_id, global_position,
-                rebuilding
+                incomplete
            FROM projection_checkpoints WHERE projection = ANY($1)",
     )
     .bind(names)
@@ -618,10 +622,10 @@ async fn read_checkpoints(
             transaction_id: row.try_get("transaction_id")?,
             global_position: row.try_get("global_position")?,
         };
-        let rebuilding: bool = row.try_get("rebuilding")?;
+        let incomplete: bool = row.try_get("incomplete")?;
         found.insert(
             row.try_get::<String, _>("projection")?,
-            (position, rebuilding),
+            (position, incomplete),
         );
     }
     Ok(names
@@ -649,17 +653,27 @@ async fn lock_projections(
     Ok(())
 }
 
-/// Clears the rebuilding mark of projections that have caught up with the others.
-async fn finish_rebuilds(connection: &mut PgConnection, names: &[&str]) -> Result<(), sqlx::Error> {
+/// Marks a projection that stopped at an event it failed to apply, so that credential checks
+/// stop trusting it until it has caught up.
+async fn mark_incomplete(pool: &PgPool, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE projection_checkpoints SET incomplete = true WHERE projection = $1")
+        .bind(name)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Clears the incomplete mark of projections that have caught up with the others.
+async fn mark_complete(connection: &mut PgConnection, names: &[&str]) -> Result<(), sqlx::Error> {
     if names.is_empty() {
         return Ok(());
     }
-    sqlx::query("UPDATE projection_checkpoints SET rebuilding = false WHERE projection = ANY($1)")
+    sqlx::query("UPDATE projection_checkpoints SET incomplete = false WHERE projection = ANY($1)")
         .bind(names)
         .execute(&mut *connection)
         .await?;
     for name in names {
-        tracing::info!(projection = name, "projection rebuilt");
+        tracing::info!(projection = name, "projection caught up with the others");
     }
     Ok(())
 }
@@ -691,7 +705,7 @@ async fn write_checkpoints(
     Ok(())
 }
 
-/// Empties a projection's tables, rewinds its checkpoint and marks it as rebuilding, so that
+/// Empties a projection's tables, rewinds its checkpoint and marks it incomplete, so that
 /// a running projector rebuilds it from the first event and the credential checks that read it
 /// answer 503 until it has caught up.
 pub async fn reset_projection(pool: &PgPool, projection: &dyn Projection) -> anyhow::Result<()> {
@@ -703,7 +717,7 @@ pub async fn reset_projection(pool: &PgPool, projection: &dyn Projection) -> any
     projection.reset(&mut transaction).await?;
     sqlx::query(
         "UPDATE projection_checkpoints
-            SET transaction_id = '0', global_position = 0, rebuilding = true, updated_at = now()
+            SET transaction_id = '0', global_position = 0, incomplete = true, updated_at = now()
           WHERE projection = $1",
     )
     .bind(name)

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::envelope::{ErrorBody, Success, SuccessBody};
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller, ClientContext, RequestBody, rebuilding, rebuilding_error};
+use super::extract::{ApiJson, Caller, ClientContext, RequestBody, incomplete, incomplete_error};
 use super::users::user_rejection;
 use crate::crypto::{TokenKind, issue_token};
 use crate::store::CommandError;
@@ -79,8 +79,8 @@ async fn find_credentials(
     state: &AppState,
     email: &Email,
 ) -> Result<Option<Credentials>, ApiError> {
-    // One row whatever the address, so that a rebuild answers alike for known and unknown ones.
-    let (rebuilding, user_id, password_hash, status, mfa_enabled, version) = sqlx::query_as::<
+    // One row whatever the address, so that a partial read model answers alike for known and unknown ones.
+    let (incomplete, user_id, password_hash, status, mfa_enabled, version) = sqlx::query_as::<
         _,
         (
             bool,
@@ -91,11 +91,11 @@ async fn find_credentials(
             Option<i64>,
         ),
     >(concat!(
-        "SELECT rebuilding.value, c.user_id, cr.password_hash, p.status, p.mfa_enabled,
+        "SELECT incomplete.value, c.user_id, cr.password_hash, p.status, p.mfa_enabled,
                     p.version
                FROM (SELECT ",
-        rebuilding!("profiles"),
-        " AS value) AS rebuilding
+        incomplete!("profiles"),
+        " AS value) AS incomplete
                LEFT JOIN (email_claims c
                           JOIN user_credentials cr USING (user_id)
                           JOIN user_profiles p USING (user_id))
@@ -104,8 +104,8 @@ async fn find_credentials(
     .bind(state.indexer.email_index(email))
     .fetch_one(&state.pool)
     .await?;
-    if rebuilding {
-        return Err(rebuilding_error("profiles"));
+    if incomplete {
+        return Err(incomplete_error("profiles"));
     }
     let (Some(user_id), Some(password_hash), Some(status), Some(mfa_enabled), Some(version)) =
         (user_id, password_hash, status, mfa_enabled, version)

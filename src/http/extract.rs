@@ -401,29 +401,30 @@ struct SessionRow {
     profile: ProfileView,
 }
 
-/// A scalar subquery telling whether any of the named read models is being rebuilt by `replay`.
-/// Such a model holds only a prefix of the history, so no credential is accepted from it.
-macro_rules! rebuilding {
+/// A scalar subquery telling whether any of the named read models holds only a prefix of the
+/// history (being rebuilt by `replay`, or stopped at an event it failed to apply), so that no
+/// credential is accepted from it.
+macro_rules! incomplete {
     ($projections:literal) => {
         concat!(
-            "(SELECT COALESCE(bool_or(rebuilding), false) FROM projection_checkpoints
+            "(SELECT COALESCE(bool_or(incomplete), false) FROM projection_checkpoints
                WHERE projection = ANY('{",
             $projections,
             "}'))"
         )
     };
 }
-pub(crate) use rebuilding;
+pub(crate) use incomplete;
 
-/// The 503 of a credential check whose read model is being rebuilt.
-pub fn rebuilding_error(model: &str) -> ApiError {
-    ApiError::Unavailable(anyhow::anyhow!("the {model} read model is being rebuilt"))
+/// The 503 of a credential check whose read model holds only part of the history.
+pub fn incomplete_error(model: &str) -> ApiError {
+    ApiError::Unavailable(anyhow::anyhow!("the {model} read model is incomplete"))
 }
 
 async fn check_session(state: &AppState, token: &str) -> Result<CredentialCheck, ApiError> {
     // One row whatever the token, so that a rebuild answers 503 for known and unknown tokens.
     let row = sqlx::query(concat!(
-        "SELECT rebuilding.value AS rebuilding, s.session_id,
+        "SELECT incomplete.value AS incomplete, s.session_id,
                 s.expires_at AS session_expires_at,
                 s.revoked_at IS NOT NULL AS revoked,
                 (s.credentials_version < p.sessions_valid_from
@@ -433,8 +434,8 @@ async fn check_session(state: &AppState, token: &str) -> Result<CredentialCheck,
                 p.family_name, p.locale, p.timezone, p.phone, p.picture_url, p.metadata,
                 p.mfa_enabled, p.created_at, p.updated_at, p.version
            FROM (SELECT ",
-        rebuilding!("sessions,profiles"),
-        " AS value) AS rebuilding
+        incomplete!("sessions,profiles"),
+        " AS value) AS incomplete
            LEFT JOIN (sessions s
                       JOIN user_profiles p USING (user_id)
                       LEFT JOIN session_activity a USING (session_id))
@@ -444,8 +445,8 @@ async fn check_session(state: &AppState, token: &str) -> Result<CredentialCheck,
     .fetch_one(&state.pool)
     .await?;
 
-    if row.try_get::<bool, _>("rebuilding")? {
-        return Err(rebuilding_error("sessions"));
+    if row.try_get::<bool, _>("incomplete")? {
+        return Err(incomplete_error("sessions"));
     }
     if row.try_get::<Option<Uuid>, _>("session_id")?.is_none() {
         return Ok(Err(RefusedCredential::Invalid).into());
@@ -485,7 +486,7 @@ async fn check_api_key(
     state: &AppState,
     key: &str,
 ) -> Result<Result<Caller, RefusedCredential>, ApiError> {
-    let (rebuilding, key) = sqlx::query_as::<
+    let (incomplete, key) = sqlx::query_as::<
         _,
         (
             bool,
@@ -495,22 +496,22 @@ async fn check_api_key(
             Option<bool>,
         ),
     >(concat!(
-        "SELECT rebuilding.value, k.api_key_id, k.scopes, k.expires_at,
+        "SELECT incomplete.value, k.api_key_id, k.scopes, k.expires_at,
                 k.revoked_at IS NOT NULL
            FROM (SELECT ",
-        rebuilding!("api_keys"),
-        " AS value) AS rebuilding
+        incomplete!("api_keys"),
+        " AS value) AS incomplete
            LEFT JOIN api_keys k ON k.key_hash = $1"
     ))
     .bind(hash_token(key))
     .fetch_one(&state.pool)
     .await
-    .map(|(rebuilding, id, scopes, expires_at, revoked)| {
-        (rebuilding, (id, scopes, expires_at, revoked))
+    .map(|(incomplete, id, scopes, expires_at, revoked)| {
+        (incomplete, (id, scopes, expires_at, revoked))
     })?;
 
-    if rebuilding {
-        return Err(rebuilding_error("api_keys"));
+    if incomplete {
+        return Err(incomplete_error("api_keys"));
     }
     let (Some(api_key_id), Some(scopes), expires_at, Some(revoked)) = key else {
         return Ok(Err(RefusedCredential::Invalid));

@@ -171,6 +171,14 @@ async fn applied_count(pool: &PgPool, projection: &str) -> i64 {
         .expect("count applied events")
 }
 
+async fn is_incomplete(pool: &PgPool, projection: &str) -> bool {
+    sqlx::query_scalar("SELECT incomplete FROM projection_checkpoints WHERE projection = $1")
+        .bind(projection)
+        .fetch_one(pool)
+        .await
+        .expect("read the checkpoint")
+}
+
 async fn head_position(pool: &PgPool) -> StreamPosition {
     let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
         "SELECT transaction_id::text::bigint, global_position FROM events
@@ -247,6 +255,8 @@ async fn failing_projection_does_not_hold_others() {
     let head = head_position(&pool).await;
     wait_until_reached(&projector, "test_healthy", head).await;
     assert!(projector.positions()["test_failing"] < head);
+    assert!(is_incomplete(&pool, "test_failing").await);
+    assert!(!is_incomplete(&pool, "test_healthy").await);
     // A command waits only for the projections that keep up.
     let started = std::time::Instant::now();
     assert!(projector.wait_for(head, Duration::from_secs(5)).await);
@@ -254,6 +264,7 @@ async fn failing_projection_does_not_hold_others() {
 
     failing.store(false, Ordering::SeqCst);
     wait_until_reached(&projector, "test_failing", head).await;
+    assert!(!is_incomplete(&pool, "test_failing").await);
 
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&pool)
@@ -345,7 +356,7 @@ async fn running_service_rebuilds_replayed_projection() {
     app.finish().await;
 }
 
-/// Empties `projection` as `replay` does and marks it as rebuilding, on a connection that
+/// Empties `projection` as `replay` does and marks it incomplete, on a connection that
 /// holds the projection's advisory lock, so that the running projector cannot rebuild it until
 /// the lock is released.
 async fn start_rebuild(connection: &mut PgConnection, projection: &dyn Projection) {
@@ -360,7 +371,7 @@ async fn start_rebuild(connection: &mut PgConnection, projection: &dyn Projectio
         .expect("empty the read model");
     sqlx::query(
         "UPDATE projection_checkpoints
-            SET transaction_id = '0', global_position = 0, rebuilding = true
+            SET transaction_id = '0', global_position = 0, incomplete = true
           WHERE projection = $1",
     )
     .bind(projection.name())
@@ -369,15 +380,15 @@ async fn start_rebuild(connection: &mut PgConnection, projection: &dyn Projectio
     .expect("rewind the checkpoint");
 }
 
-async fn wait_until_rebuilt(pool: &PgPool) {
+async fn wait_until_complete(pool: &PgPool) {
     for _ in 0..200 {
-        let rebuilding: bool = sqlx::query_scalar(
-            "SELECT COALESCE(bool_or(rebuilding), false) FROM projection_checkpoints",
+        let incomplete: bool = sqlx::query_scalar(
+            "SELECT COALESCE(bool_or(incomplete), false) FROM projection_checkpoints",
         )
         .fetch_one(pool)
         .await
         .expect("read the checkpoints");
-        if !rebuilding {
+        if !incomplete {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -425,7 +436,7 @@ async fn credential_checks_answer_503_while_their_read_model_is_rebuilt() {
     assert_eq!(with_key.status(), 503);
 
     rebuild.close().await.expect("release the locks");
-    wait_until_rebuilt(&app.pool).await;
+    wait_until_complete(&app.pool).await;
     assert_eq!(app.get_me(&live).await.status(), 200);
     assert_eq!(app.get_me(&logged_out).await.status(), 401);
     app.finish().await;
