@@ -2,6 +2,6 @@
 -- the model, and the projector when an event fails to apply to it. The projector clears it in
 -- the batch that brings the model level with the others. A partial model can show a session
 -- that was started but not yet revoked, or an account whose TOTP is not yet on, so the
--- credential checks that read it answer 503 while it is set.
+-- credential checks that read it return 503 while it is set.
 ALTER TABLE projection_checkpoints
     ADD COLUMN incomplete boolean NOT NULL DEFAULT false;

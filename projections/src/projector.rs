@@ -105,6 +105,7 @@ impl Projector {
                 behind,
                 isolated: false,
                 retry_at: None,
+                mark_pending: false,
             });
         }
 
@@ -242,6 +243,9 @@ struct Follower {
     isolated: bool,
     /// Earliest time a projection whose own batch failed is tried again.
     retry_at: Option<Instant>,
+    /// Set while the projection is isolated but the database does not have it marked
+    /// incomplete yet, so that the marking is tried again every round.
+    mark_pending: bool,
 }
 
 impl Follower {
@@ -324,6 +328,19 @@ impl Worker {
     /// Runs the leaders' batch, then one batch for each projection behind them, and returns
     /// how long to wait before the next round.
     async fn run_round(&mut self) -> Duration {
+        for follower in self
+            .projections
+            .iter_mut()
+            .filter(|follower| follower.mark_pending)
+        {
+            let name = follower.projection.name();
+            match mark_incomplete(&self.pool, name).await {
+                Ok(()) => follower.mark_pending = false,
+                Err(error) => {
+                    tracing::error!(projection = name, %error, "failed to mark a projection incomplete");
+                }
+            }
+        }
         let (lagging, mut pause) = match self.run_batch(Group::Leaders).await {
             Ok(batch) => {
                 for (index, follower) in self.projections.iter().enumerate() {
@@ -343,10 +360,7 @@ impl Worker {
                 );
                 follower.isolated = true;
                 follower.mark_behind(true);
-                let name = follower.projection.name();
-                if let Err(error) = mark_incomplete(&self.pool, name).await {
-                    tracing::error!(projection = name, %error, "failed to mark a projection incomplete");
-                }
+                follower.mark_pending = true;
                 return Duration::ZERO;
             }
             Err(BatchError { error, .. }) => {
@@ -416,13 +430,14 @@ impl Worker {
         let member_names: Vec<&str> = members.iter().map(|index| names[*index]).collect();
         lock_projections(&mut transaction, &member_names).await?;
         let (checkpoints, incomplete) = read_checkpoints(&mut transaction, &names).await?;
-        let head = checkpoints.iter().max().copied().unwrap_or_default();
-        let level: Vec<&str> = members
+        // How far the projections that hold the whole history got. An incomplete projection
+        // is complete again once it has passed that point.
+        let complete_head = checkpoints
             .iter()
-            .filter(|index| incomplete[**index] && checkpoints[**index] == head)
-            .map(|index| names[*index])
-            .collect();
-        mark_complete(&mut transaction, &level).await?;
+            .zip(&incomplete)
+            .filter(|(_, incomplete)| !**incomplete)
+            .map(|(position, _)| *position)
+            .max();
         let from = members
             .iter()
             .map(|index| checkpoints[*index])
@@ -462,6 +477,7 @@ impl Worker {
         };
         let mut reached = checkpoints.clone();
         let mut held_back = false;
+        let mut stopped_at_limit = false;
         for row in rows {
             let position = StreamPosition {
                 transaction_id: row.try_get("transaction_id")?,
@@ -469,6 +485,7 @@ impl Worker {
             };
             if limit.is_some_and(|limit| position > limit) {
                 full_batch = false;
+                stopped_at_limit = true;
                 break;
             }
             if !row.try_get::<bool, _>("finished")? {
@@ -492,13 +509,16 @@ impl Worker {
             }
         }
 
-        // A projection catching up that lands on the others' checkpoint is complete again, in
-        // the same transaction that moves it there.
-        if let (Group::Alone(index), Some(limit)) = (group, limit) {
-            if incomplete[index] && reached[index] == limit {
-                mark_complete(&mut transaction, &[names[index]]).await?;
-            }
-        }
+        // When every projection is incomplete (all of them replayed), they are complete again
+        // once a batch has read to the end of the finished events.
+        let at_end = !full_batch && !held_back && !stopped_at_limit;
+        let level: Vec<&str> = members
+            .iter()
+            .filter(|index| incomplete[**index])
+            .filter(|index| complete_head.map_or(at_end, |head| reached[**index] >= head))
+            .map(|index| names[*index])
+            .collect();
+        mark_complete(&mut transaction, &level).await?;
 
         let moved: Vec<(&'static str, StreamPosition)> = members
             .iter()
@@ -572,9 +592,12 @@ fn stored_event(row: &PgRow) -> Result<StoredEvent, sqlx::Error> {
     })
 }
 
+/// Adds the checkpoint of a projection seen for the first time, marked incomplete until it has
+/// caught up with the history.
 async fn ensure_checkpoint(pool: &PgPool, name: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO projection_checkpoints (projection) VALUES ($1) ON CONFLICT DO NOTHING",
+        "INSERT INTO projection_checkpoints (projection, incomplete) VALUES ($1, true)
+         ON CONFLICT DO NOTHING",
     )
     .bind(name)
     .execute(pool)
@@ -707,7 +730,7 @@ async fn write_checkpoints(
 
 /// Empties a projection's tables, rewinds its checkpoint and marks it incomplete, so that
 /// a running projector rebuilds it from the first event and the credential checks that read it
-/// answer 503 until it has caught up.
+/// return 503 until it has caught up.
 pub async fn reset_projection(pool: &PgPool, projection: &dyn Projection) -> anyhow::Result<()> {
     let name = projection.name();
     ensure_checkpoint(pool, name).await?;

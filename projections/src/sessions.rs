@@ -107,7 +107,7 @@ impl Projection for SessionsProjection {
                 .bind(started.expires_at)
                 .bind(known(&started.ip_address))
                 .bind(known(&started.user_agent))
-                .bind(i64::try_from(started.credentials_version)?)
+                .bind(started.credentials_version.map(i64::try_from).transpose()?)
                 .execute(&mut *connection)
                 .await?;
             }

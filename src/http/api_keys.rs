@@ -94,6 +94,7 @@ fn key_rejection(error: ApiKeyError) -> ApiError {
             details: json!({"fields": [{"field": field, "reason": reason}]}),
         },
         ApiKeyError::NotFound => ApiError::invalid("No API key has this id"),
+        ApiKeyError::ScopeNotHeld => ApiError::Forbidden,
         ApiKeyError::AlreadyIssued | ApiKeyError::AlreadyRevoked => {
             ApiError::Internal(error.into())
         }
@@ -236,18 +237,23 @@ pub async fn revoke_api_key(
     let api_key_id: Uuid = api_key_id
         .parse()
         .map_err(|_| ApiError::invalid("apiKeyId must be a UUID"))?;
-    // As with issuing, a key acts only on keys whose scopes it holds itself, so a key that
-    // manages keys cannot revoke one that is more powerful than itself.
-    let scopes: Option<Vec<String>> =
-        sqlx::query_scalar("SELECT scopes FROM api_keys WHERE api_key_id = $1")
-            .bind(api_key_id)
-            .fetch_optional(&state.pool)
-            .await?;
-    if let Some(scopes) = scopes {
-        if scopes
-            .iter()
-            .any(|scope| caller.require_scope(scope).is_err())
-        {
+    let metadata = client.metadata(caller.actor(), None);
+
+    let result = state
+        .api_keys
+        .execute(
+            &api_key_id.to_string(),
+            // As with issuing, a key acts only on keys whose scopes it holds itself, so a key
+            // that manages keys cannot revoke one that is more powerful than itself.
+            || ApiKeyCommand::Revoke {
+                revoker_scopes: Some(caller.scopes().to_vec()),
+            },
+            &metadata,
+        )
+        .await;
+    match result {
+        Ok(_) | Err(CommandError::Rejected(ApiKeyError::AlreadyRevoked)) => {}
+        Err(CommandError::Rejected(ApiKeyError::ScopeNotHeld)) => {
             tracing::info!(
                 %api_key_id,
                 actor = %caller.actor(),
@@ -255,15 +261,6 @@ pub async fn revoke_api_key(
             );
             return Err(ApiError::Forbidden);
         }
-    }
-    let metadata = client.metadata(caller.actor(), None);
-
-    let result = state
-        .api_keys
-        .execute(&api_key_id.to_string(), || ApiKeyCommand::Revoke, &metadata)
-        .await;
-    match result {
-        Ok(_) | Err(CommandError::Rejected(ApiKeyError::AlreadyRevoked)) => {}
         Err(error) => return Err(ApiError::from_command(error, key_rejection)),
     }
     tracing::info!(%api_key_id, actor = %caller.actor(), "API key revoked");

@@ -148,7 +148,7 @@ pub struct ClientIp(pub Option<IpAddr>);
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-/// Instant by which the request middleware answers 503 if the handler has not finished.
+/// Instant by which the request middleware returns 503 if the handler has not finished.
 #[derive(Clone, Copy, Debug)]
 pub struct Deadline(pub tokio::time::Instant);
 
@@ -233,6 +233,14 @@ impl Caller {
         match self {
             Self::Session { user_id, .. } => format!("user:{user_id}"),
             Self::ApiKey { api_key_id, .. } => format!("api_key:{api_key_id}"),
+        }
+    }
+
+    /// The scopes the caller holds: an API key's own, none for a session.
+    pub fn scopes(&self) -> &[String] {
+        match self {
+            Self::Session { .. } => &[],
+            Self::ApiKey { scopes, .. } => scopes,
         }
     }
 
@@ -416,19 +424,37 @@ macro_rules! incomplete {
 }
 pub(crate) use incomplete;
 
+/// Fails with 503 when any of `models` holds only part of the history, for handlers whose
+/// answer would otherwise miss what the rest of it holds (a session list, a revocation).
+pub async fn require_complete(state: &AppState, models: &[&str]) -> Result<(), ApiError> {
+    let incomplete: bool = sqlx::query_scalar(
+        "SELECT COALESCE(bool_or(incomplete), false) FROM projection_checkpoints
+          WHERE projection = ANY($1)",
+    )
+    .bind(models)
+    .fetch_one(&state.pool)
+    .await?;
+    if incomplete {
+        return Err(incomplete_error(&models.join(", ")));
+    }
+    Ok(())
+}
+
 /// The 503 of a credential check whose read model holds only part of the history.
 pub fn incomplete_error(model: &str) -> ApiError {
     ApiError::Unavailable(anyhow::anyhow!("the {model} read model is incomplete"))
 }
 
 async fn check_session(state: &AppState, token: &str) -> Result<CredentialCheck, ApiError> {
-    // One row whatever the token, so that a rebuild answers 503 for known and unknown tokens.
+    // One row whatever the token, so that a partial read model returns 503 for known and
+    // unknown tokens alike.
     let row = sqlx::query(concat!(
         "SELECT incomplete.value AS incomplete, s.session_id,
                 s.expires_at AS session_expires_at,
                 s.revoked_at IS NOT NULL AS revoked,
-                (s.credentials_version < p.sessions_valid_from
-                 AND s.session_id IS DISTINCT FROM p.sessions_kept_session_id) AS superseded,
+                COALESCE(s.credentials_version < p.sessions_valid_from
+                         AND s.session_id IS DISTINCT FROM p.sessions_kept_session_id,
+                         false) AS superseded,
                 GREATEST(s.created_at, a.last_seen_at) AS last_seen,
                 p.user_id, p.email, p.email_verified, p.status, p.display_name, p.given_name,
                 p.family_name, p.locale, p.timezone, p.phone, p.picture_url, p.metadata,

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::envelope::{ErrorBody, Success, SuccessBody};
 use super::error::ApiError;
-use super::extract::{Caller, ClientContext};
+use super::extract::{Caller, ClientContext, require_complete};
 use crate::store::CommandError;
 
 /// Scope an API key needs to list or end a user's sessions.
@@ -49,6 +49,7 @@ type SessionRow = (
 
 /// Ids of the user's sessions that are neither revoked nor expired, newest first.
 async fn open_sessions(state: &AppState, user_id: Uuid) -> Result<Vec<SessionRow>, ApiError> {
+    require_complete(state, &["sessions", "profiles"]).await?;
     let now = state.clock.now();
     let idle_cutoff = now - state.settings.session_idle_timeout;
     let rows = sqlx::query_as::<_, SessionRow>(
@@ -59,7 +60,8 @@ async fn open_sessions(state: &AppState, user_id: Uuid) -> Result<Vec<SessionRow
            LEFT JOIN session_activity a USING (session_id)
           WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2
             AND GREATEST(s.created_at, a.last_seen_at) > $3
-            AND (s.credentials_version >= p.sessions_valid_from
+            AND (s.credentials_version IS NULL
+                 OR s.credentials_version >= p.sessions_valid_from
                  OR s.session_id = p.sessions_kept_session_id)
           ORDER BY s.created_at DESC",
     )
@@ -170,6 +172,7 @@ pub async fn revoke_session(
     let user_id = caller.resolve_user(&segment, SCOPE)?;
     let session_id: Uuid = session_id.parse().map_err(|_| ApiError::Forbidden)?;
 
+    require_complete(&state, &["sessions"]).await?;
     let owner: Option<Uuid> =
         sqlx::query_scalar("SELECT user_id FROM sessions WHERE session_id = $1")
             .bind(session_id)

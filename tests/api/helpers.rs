@@ -378,7 +378,7 @@ impl TestApp {
             expires_at: now + chrono::Duration::hours(1),
             ip_address: Personal::Known(None),
             user_agent: Personal::Known(None),
-            credentials_version,
+            credentials_version: Some(credentials_version),
         });
         let context = store
             .load_aggregate(&session_id.to_string())

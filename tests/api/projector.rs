@@ -356,28 +356,36 @@ async fn running_service_rebuilds_replayed_projection() {
     app.finish().await;
 }
 
-/// Empties `projection` as `replay` does and marks it incomplete, on a connection that
-/// holds the projection's advisory lock, so that the running projector cannot rebuild it until
-/// the lock is released.
-async fn start_rebuild(connection: &mut PgConnection, projection: &dyn Projection) {
-    sqlx::query("SELECT pg_advisory_lock(hashtextextended('projector:' || $1, 0))")
+/// Empties `models` as `replay` does and marks them incomplete, on a connection that keeps
+/// holding their advisory locks, so that the running projector cannot rebuild them until the
+/// connection is closed. The locks are taken in name order, as the projector takes them.
+async fn start_rebuild(connection: &mut PgConnection, models: &[&dyn Projection]) {
+    let mut models = models.to_vec();
+    models.sort_by_key(|projection| projection.name());
+    for projection in &models {
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended('projector:' || $1, 0))")
+            .bind(projection.name())
+            .execute(&mut *connection)
+            .await
+            .expect("lock the projection");
+    }
+    let mut transaction = connection.begin().await.expect("begin");
+    for projection in &models {
+        projection
+            .reset(&mut transaction)
+            .await
+            .expect("empty the read model");
+        sqlx::query(
+            "UPDATE projection_checkpoints
+                SET transaction_id = '0', global_position = 0, incomplete = true
+              WHERE projection = $1",
+        )
         .bind(projection.name())
-        .execute(&mut *connection)
+        .execute(&mut *transaction)
         .await
-        .expect("lock the projection");
-    projection
-        .reset(connection)
-        .await
-        .expect("empty the read model");
-    sqlx::query(
-        "UPDATE projection_checkpoints
-            SET transaction_id = '0', global_position = 0, incomplete = true
-          WHERE projection = $1",
-    )
-    .bind(projection.name())
-    .execute(&mut *connection)
-    .await
-    .expect("rewind the checkpoint");
+        .expect("rewind the checkpoint");
+    }
+    transaction.commit().await.expect("commit the reset");
 }
 
 async fn wait_until_complete(pool: &PgPool) {
@@ -399,7 +407,7 @@ async fn wait_until_complete(pool: &PgPool) {
 #[tokio::test]
 async fn credential_checks_answer_503_while_their_read_model_is_rebuilt() {
     let app = TestApp::spawn().await;
-    let (_, live) = app.signed_in("ada@example.com").await;
+    let (user_id, live) = app.signed_in("ada@example.com").await;
     let logged_out = app.token_for("ada@example.com").await;
     let logout = app
         .client
@@ -409,14 +417,19 @@ async fn credential_checks_answer_503_while_their_read_model_is_rebuilt() {
         .await
         .expect("sent");
     assert_eq!(logout.status(), 200);
-    let (_, key) = app.api_key("users:read").await;
+    let (_, manager) = app.api_key("sessions:manage").await;
 
     let mut rebuild = sqlx::PgConnection::connect(&app.database.config.database_url)
         .await
         .expect("connect");
-    start_rebuild(&mut rebuild, &projections::SessionsProjection).await;
-    start_rebuild(&mut rebuild, &projections::ProfilesProjection).await;
-    start_rebuild(&mut rebuild, &projections::ApiKeysProjection).await;
+    start_rebuild(
+        &mut rebuild,
+        &[
+            &projections::SessionsProjection,
+            &projections::ProfilesProjection,
+        ],
+    )
+    .await;
 
     let me = app.get_me(&logged_out).await;
     assert_eq!(me.status(), 503);
@@ -426,18 +439,154 @@ async fn credential_checks_answer_503_while_their_read_model_is_rebuilt() {
         let login = app.login(email, crate::helpers::PASSWORD).await;
         assert_eq!(login.status(), 503, "login of {email}");
     }
-    let with_key = app
+    let listing = app
         .client
-        .get(app.url("/users/me"))
-        .header("x-api-key", &key)
+        .get(app.url(&format!("/users/{user_id}/sessions")))
+        .header("x-api-key", &manager)
         .send()
         .await
         .expect("sent");
-    assert_eq!(with_key.status(), 503);
+    assert_eq!(listing.status(), 503, "a partial session list was served");
 
     rebuild.close().await.expect("release the locks");
     wait_until_complete(&app.pool).await;
     assert_eq!(app.get_me(&live).await.status(), 200);
     assert_eq!(app.get_me(&logged_out).await.status(), 401);
     app.finish().await;
+}
+
+#[tokio::test]
+async fn api_keys_answer_503_while_their_read_model_is_rebuilt() {
+    let app = TestApp::spawn().await;
+    let user_id = app.register_user("ada@example.com").await;
+    let (_, key) = app.api_key("users:read").await;
+    let mut rebuild = sqlx::PgConnection::connect(&app.database.config.database_url)
+        .await
+        .expect("connect");
+    start_rebuild(&mut rebuild, &[&projections::ApiKeysProjection]).await;
+
+    let during = app
+        .client
+        .get(app.url(&format!("/users/{user_id}")))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(during.status(), 503);
+
+    rebuild.close().await.expect("release the lock");
+    wait_until_complete(&app.pool).await;
+    let after = app
+        .client
+        .get(app.url(&format!("/users/{user_id}")))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(after.status(), 200);
+    app.finish().await;
+}
+
+/// Records, for each event it applies, whether its own checkpoint was marked incomplete.
+struct MarkWatchingProjection {
+    name: &'static str,
+}
+
+#[async_trait]
+impl Projection for MarkWatchingProjection {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO test_marks (projection, global_position, incomplete)
+             SELECT $1, $2, incomplete FROM projection_checkpoints WHERE projection = $1",
+        )
+        .bind(self.name)
+        .bind(event.position.global_position)
+        .execute(connection)
+        .await?;
+        Ok(())
+    }
+
+    async fn reset(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM test_marks WHERE projection = $1")
+            .bind(self.name)
+            .execute(connection)
+            .await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn projections_rebuilt_together_stay_incomplete_until_the_end() {
+    let database = Arc::new(TestDatabase::new());
+    let mut first = TestApp::spawn_on(database.clone()).await;
+    first.stop().await;
+    let pool = TestApp::pool_only(database.clone()).await.pool;
+    sqlx::query(
+        "CREATE TABLE test_marks (projection text, global_position bigint, incomplete boolean,
+                                  PRIMARY KEY (projection, global_position))",
+    )
+    .execute(&pool)
+    .await
+    .expect("create the recording table");
+    // More events than one batch holds, so that the rebuild takes several batches.
+    sqlx::query(
+        "INSERT INTO events
+             (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT 'test', 'stream', n, 'Tick', '1', '{}', '{}' FROM generate_series(1, 1200) AS n",
+    )
+    .execute(&pool)
+    .await
+    .expect("append events");
+    let names = ["test_watch_a", "test_watch_b"];
+    let projections: Vec<Arc<dyn Projection>> = names
+        .iter()
+        .map(|name| Arc::new(MarkWatchingProjection { name }) as Arc<dyn Projection>)
+        .collect();
+    for projection in &projections {
+        projections::reset_projection(&pool, projection.as_ref())
+            .await
+            .expect("mark the projection for a rebuild");
+    }
+
+    let shutdown = CancellationToken::new();
+    let projector = Projector::new(
+        pool.clone(),
+        Arc::new(PlainOpener),
+        projections,
+        Duration::from_millis(50),
+    )
+    .spawn(shutdown.clone())
+    .await
+    .expect("start the projector");
+    let head = head_position(&pool).await;
+    for name in names {
+        wait_until_reached(&projector, name, head).await;
+    }
+
+    let complete_early: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM test_marks WHERE NOT incomplete")
+            .fetch_one(&pool)
+            .await
+            .expect("count the events applied to a model marked complete");
+    assert_eq!(
+        complete_early, 0,
+        "a model was marked complete before its rebuild ended"
+    );
+    for name in names {
+        assert!(
+            !is_incomplete(&pool, name).await,
+            "{name} is still marked incomplete"
+        );
+    }
+    shutdown.cancel();
+    projector.join().await;
+    database.drop_database().await;
 }

@@ -193,3 +193,29 @@ async fn logins_racing_a_suspension_stay_void_after_unsuspension() {
     assert_eq!(app.login("ada@example.com", PASSWORD).await.status(), 200);
     Arc::into_inner(app).expect("sole owner").finish().await;
 }
+
+#[tokio::test]
+async fn session_from_a_login_that_read_the_account_before_suspension_stays_void() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.api_key("users:admin").await;
+    let (user_id, token) = app.signed_in("ada@example.com").await;
+    let read_before_suspension = body(app.get_me(&token).await).await["data"]["version"]
+        .as_u64()
+        .expect("version");
+    assert_eq!(suspend(&app, &admin, user_id).await.status(), 200);
+
+    // Appended after the suspension, as by a login that read the account before it.
+    let late = app.append_session(user_id, read_before_suspension).await;
+    let lifted = post_admin(&app, &admin, &format!("/users/{user_id}/unsuspend")).await;
+    assert_eq!(lifted.status(), 200);
+    let read_after = body(lifted).await["data"]["version"]
+        .as_u64()
+        .expect("version");
+    let current = app.append_session(user_id, read_after).await;
+
+    let refused = app.get_me(&late).await;
+    assert_eq!(refused.status(), 401);
+    assert_error(&body(refused).await, "AUTH_001");
+    assert_eq!(app.get_me(&current).await.status(), 200);
+    app.finish().await;
+}

@@ -34,7 +34,11 @@ pub fn grants(granted: &[String], scope: &str) -> bool {
 
 pub enum ApiKeyCommand {
     Issue(IssueApiKey),
-    Revoke,
+    /// Revokes the key. `revoker_scopes` are the scopes of the key asking, which must cover
+    /// every scope of this one; `None` when an operator revokes it outside the API.
+    Revoke {
+        revoker_scopes: Option<Vec<String>>,
+    },
 }
 
 /// Issues a key whose secret the caller generated; only its hash and prefix are kept.
@@ -97,6 +101,9 @@ pub enum ApiKeyError {
     AlreadyRevoked,
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// The revoking key lacks a scope of the key it would revoke.
+    #[error("the caller lacks a scope of the API key")]
+    ScopeNotHeld,
 }
 
 /// State of one key.
@@ -104,6 +111,8 @@ pub enum ApiKeyError {
 pub struct ApiKey {
     issued: bool,
     revoked: bool,
+    #[serde(default)]
+    scopes: Vec<String>,
 }
 
 impl ApiKey {
@@ -185,9 +194,14 @@ impl Aggregate for ApiKey {
                     expires_at: command.expires_at,
                 })
             }
-            ApiKeyCommand::Revoke => {
+            ApiKeyCommand::Revoke { revoker_scopes } => {
                 if !self.issued {
                     return Err(ApiKeyError::NotFound);
+                }
+                if let Some(held) = revoker_scopes {
+                    if self.scopes.iter().any(|scope| !grants(&held, scope)) {
+                        return Err(ApiKeyError::ScopeNotHeld);
+                    }
                 }
                 if self.revoked {
                     return Err(ApiKeyError::AlreadyRevoked);
@@ -201,7 +215,10 @@ impl Aggregate for ApiKey {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            ApiKeyEvent::ApiKeyIssued(_) => self.issued = true,
+            ApiKeyEvent::ApiKeyIssued(issued) => {
+                self.issued = true;
+                self.scopes = issued.scopes;
+            }
             ApiKeyEvent::ApiKeyRevoked(_) => self.revoked = true,
         }
     }

@@ -102,8 +102,35 @@ fn revoke_twice_is_rejected() {
 
     framework()
         .given(vec![issued(api_key_id), revoked])
-        .when(ApiKeyCommand::Revoke)
+        .when(ApiKeyCommand::Revoke {
+            revoker_scopes: None,
+        })
         .then_expect_error(ApiKeyError::AlreadyRevoked);
+}
+
+#[test]
+fn revoking_key_must_hold_every_scope() {
+    let api_key_id = Uuid::now_v7();
+    let revoke = |scopes: &[&str]| ApiKeyCommand::Revoke {
+        revoker_scopes: Some(scopes.iter().map(|scope| (*scope).to_owned()).collect()),
+    };
+
+    framework()
+        .given(vec![issued(api_key_id)])
+        .when(revoke(&["api_keys:manage", "users:read"]))
+        .then_expect_error(ApiKeyError::ScopeNotHeld);
+    framework()
+        .given(vec![issued(api_key_id)])
+        .when(revoke(&["api_keys:manage", "users:admin", "users:read"]))
+        .then_expect_events(vec![ApiKeyEvent::ApiKeyRevoked(ApiKeyRevoked {
+            revoked_at: now(),
+        })]);
+    framework()
+        .given(vec![issued(api_key_id)])
+        .when(revoke(&["*"]))
+        .then_expect_events(vec![ApiKeyEvent::ApiKeyRevoked(ApiKeyRevoked {
+            revoked_at: now(),
+        })]);
 }
 
 #[test]

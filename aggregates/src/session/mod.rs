@@ -61,9 +61,10 @@ pub struct SessionStarted {
     pub user_agent: Personal<Option<String>>,
     /// The user's version (event sequence) whose password, second factor and status the login
     /// checked. The session is void if a later user event ended every session, even when this
-    /// event was appended after that one. Read as 0 from events written without it.
+    /// event was appended after that one. `None` in events written before the field existed,
+    /// whose sessions that rule does not apply to.
     #[serde(default)]
-    pub credentials_version: u64,
+    pub credentials_version: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,7 +143,7 @@ impl Aggregate for Session {
                     expires_at: now + command.lifetime,
                     ip_address: Personal::Known(command.ip_address),
                     user_agent: Personal::Known(command.user_agent),
-                    credentials_version: command.credentials_version,
+                    credentials_version: Some(command.credentials_version),
                 })
             }
             SessionCommand::Revoke { reason } => {

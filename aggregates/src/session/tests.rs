@@ -36,7 +36,7 @@ fn started(session_id: Uuid, user_id: Uuid) -> SessionEvent {
         expires_at: now() + Duration::hours(24),
         ip_address: Personal::Known(Some("127.0.0.1".to_owned())),
         user_agent: Personal::Known(None),
-        credentials_version: 3,
+        credentials_version: Some(3),
     })
 }
 
@@ -100,7 +100,7 @@ fn revoke_unknown_session_is_not_found() {
 }
 
 #[test]
-fn started_event_without_credentials_version_reads_as_zero() {
+fn started_event_without_credentials_version_reads_as_none() {
     let mut event = serde_json::to_value(started(Uuid::now_v7(), Uuid::now_v7())).expect("json");
     event["SessionStarted"]
         .as_object_mut()
@@ -110,5 +110,5 @@ fn started_event_without_credentials_version_reads_as_zero() {
     let SessionEvent::SessionStarted(read) = serde_json::from_value(event).expect("reads") else {
         panic!("not a SessionStarted");
     };
-    assert_eq!(read.credentials_version, 0);
+    assert_eq!(read.credentials_version, None);
 }

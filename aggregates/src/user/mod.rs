@@ -126,7 +126,8 @@ pub struct User {
     /// SHA-256 and expiry of the one reset token that still works.
     password_reset: Option<(String, DateTime<Utc>)>,
     /// Version of the last event that ended every session (a password change or reset, a
-    /// suspension). A login that checked the password at an older version starts nothing.
+    /// suspension). A session whose login checked the password at an older version is void,
+    /// and no MFA challenge is opened for such a login.
     #[serde(default)]
     sessions_valid_from: u64,
 }
@@ -251,7 +252,7 @@ impl User {
 
 impl User {
     /// Records that the event just applied ended every session: logins that checked the
-    /// password before it, and their open MFA challenges, start no session.
+    /// password before it give only void sessions, and open MFA challenges are dropped.
     fn end_sessions(&mut self) {
         self.sessions_valid_from = self.version;
         self.mfa.void_challenges();
