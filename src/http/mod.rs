@@ -236,7 +236,13 @@ async fn request_context(timeout: Duration, mut request: Request, next: Next) ->
     span.in_scope(|| {
         let status = response.status().as_u16();
         if let Some(LoggedCause(cause)) = response.extensions().get::<LoggedCause>() {
-            tracing::error!(status, error = format!("{cause:#}"), "request failed");
+            // A 503 is an outage the operator already sees elsewhere (a database down, a read
+            // model rebuilding), often repeated for every request; a 500 is a fault.
+            if status == StatusCode::SERVICE_UNAVAILABLE.as_u16() {
+                tracing::warn!(status, error = format!("{cause:#}"), "request failed");
+            } else {
+                tracing::error!(status, error = format!("{cause:#}"), "request failed");
+            }
         }
         tracing::debug!(
             status,

@@ -229,6 +229,24 @@ pub fn classify(method: &Method, path: &str) -> Class {
     }
 }
 
+/// Tells whether the endpoint takes the account it acts on from the body (an email address or
+/// a single-use token) rather than from the path and the caller's credential.
+fn names_account_in_body(method: &Method, path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/api/v1") else {
+        return false;
+    };
+    let segments: Vec<&str> = rest.split('/').filter(|part| !part.is_empty()).collect();
+    *method == Method::POST
+        && matches!(
+            segments.as_slice(),
+            ["auth", "login"]
+                | ["auth", "login", "mfa"]
+                | ["users", "password", "reset"]
+                | ["users", "password", "reset", "confirm"]
+                | ["users", "email", "verify-link"]
+        )
+}
+
 /// Identifies an anonymous caller of a sensitive endpoint by the account the body names: a
 /// canonical email, or the hash of a single-use token.
 fn account_identifier(body: &[u8]) -> Option<String> {
@@ -276,8 +294,20 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     let ip_key = client_ip.map_or_else(|| "ip:unknown".to_owned(), ip_key);
 
     // A credential that cannot be checked fails the request at once, so that the handler does
-    // not wait for the database a second time.
-    let caller = match check_credential(&state, &parts).await {
+    // not wait for the database a second time. The request's deadline covers the check too, so
+    // that a stalled check still answers with the headers.
+    let deadline = parts
+        .extensions
+        .get::<Deadline>()
+        .map(|deadline| deadline.0);
+    let check = check_credential(&state, &parts);
+    let checked = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, check)
+            .await
+            .unwrap_or_else(|_| Err(ApiError::timed_out())),
+        None => check.await,
+    };
+    let caller = match checked {
         Ok(Some(checked)) => {
             let caller = checked.outcome.as_ref().ok().cloned();
             parts.extensions.insert(CheckedCredential(checked.outcome));
@@ -302,9 +332,15 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
                 return with_headers(&state, class, &ip_key, error.into_response());
             }
         };
-        // The account the body names comes first, so that a caller's own credential does not
-        // move guesses at someone else's account onto the caller's bucket.
-        let (key, keyed_by_caller) = match (account_identifier(&bytes), &caller) {
+        // On the endpoints whose body names the account, that account comes first, so that a
+        // caller's own credential does not move guesses at someone else's account onto the
+        // caller's bucket. Elsewhere the account is the caller, whatever the body holds.
+        let named = if names_account_in_body(&parts.method, parts.uri.path()) {
+            account_identifier(&bytes)
+        } else {
+            None
+        };
+        let (key, keyed_by_caller) = match (named, &caller) {
             (Some(account), _) => (account, false),
             (None, Some(caller)) => (caller.rate_key(), true),
             (None, None) => (ip_key.clone(), false),
@@ -329,10 +365,6 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
         return response;
     }
 
-    let deadline = parts
-        .extensions
-        .get::<Deadline>()
-        .map(|deadline| deadline.0);
     let handler = next.run(Request::from_parts(parts, body));
     let mut response = match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline, handler)

@@ -332,6 +332,30 @@ async fn request_past_the_timeout_is_503_with_rate_limit_headers() {
 }
 
 #[tokio::test]
+async fn stalled_credential_check_is_503_with_rate_limit_headers() {
+    let app = TestApp::spawn_with(|config| config.request_timeout_secs = 1).await;
+    let (_, token) = app.signed_in("ada@example.com").await;
+    let mut blocker = sqlx::PgConnection::connect(&app.database.config.database_url)
+        .await
+        .expect("blocking connection");
+    let mut lock = blocker.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock the sessions read model");
+
+    let response = app.get_me(&token).await;
+    lock.rollback().await.expect("release the lock");
+
+    assert_eq!(response.status(), 503);
+    for header in ["retry-after", "x-ratelimit-limit", "x-ratelimit-remaining"] {
+        assert!(response.headers().contains_key(header), "{header} missing");
+    }
+    assert_error(&body(response).await, "SYS_002");
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn health_stays_up_after_bad_input() {
     let app = TestApp::spawn().await;
     call(&app, post_users(vec![0xff_u8; 10])).await;

@@ -207,3 +207,29 @@ async fn one_client_cannot_spread_logins_over_many_accounts() {
     assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn body_of_an_endpoint_that_names_no_account_does_not_move_the_caller() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com").await;
+
+    let mut statuses = Vec::new();
+    for attempt in 0..11 {
+        let response = app
+            .client
+            .post(app.url("/users/me/email/resend-verification"))
+            .bearer_auth(&token)
+            .json(&json!({"email": format!("decoy{attempt}@example.com")}))
+            .send()
+            .await
+            .expect("request sent");
+        statuses.push(response.status().as_u16());
+    }
+
+    assert!(
+        statuses[..10].iter().all(|status| *status != 429),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[10], 429, "{statuses:?}");
+    app.finish().await;
+}
