@@ -1,7 +1,7 @@
 //! Account endpoints: registration and the profile.
 
 use aggregates::user::{
-    ProfileDraft, ProfilePatch, RegisterUser, UpdateProfile, UserCommand, UserError,
+    ProfileDraft, ProfilePatch, RegisterUser, UpdateProfile, User, UserCommand, UserError,
 };
 use aggregates::values::{Email, FieldError, Locale, Metadata, Name, Phone, PictureUrl, TimeZone};
 use std::sync::Arc;
@@ -14,13 +14,16 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
+use sqlx::{FromRow, Row};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
 use super::envelope::{ErrorBody, Success, SuccessBody};
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller, ClientContext, RequestBody, SessionProfile, UserPath};
+use super::extract::{
+    ApiJson, Caller, ClientContext, RequestBody, SessionProfile, UserPath, incomplete,
+};
 use aggregates::services::BlindIndex;
 
 /// Fields of a user resource that only the server sets.
@@ -78,6 +81,60 @@ pub async fn load_profile(state: &AppState, user_id: Uuid) -> Result<ProfileView
     .fetch_optional(&state.pool)
     .await?
     .ok_or(ApiError::UserNotFound)
+}
+
+/// Reads the profile that a write has just changed: from the read model, as every later read
+/// does, unless that model is incomplete (a replay in progress), in which case from the state
+/// the write left the aggregate in, so that the answer shows the write.
+async fn profile_after_write(state: &AppState, user: &User) -> Result<ProfileView, ApiError> {
+    let user_id = user.user_id().ok_or(ApiError::UserNotFound)?;
+    let row = sqlx::query(concat!(
+        "SELECT incomplete.value AS incomplete, p.user_id, p.email, p.email_verified, p.status,
+                p.display_name, p.given_name, p.family_name, p.locale, p.timezone, p.phone,
+                p.picture_url, p.metadata, p.mfa_enabled, p.created_at, p.updated_at, p.version
+           FROM (SELECT ",
+        incomplete!("profiles"),
+        " AS value) AS incomplete
+           LEFT JOIN user_profiles p ON p.user_id = $1"
+    ))
+    .bind(user_id)
+    .fetch_one(&state.pool)
+    .await?;
+    if row.try_get::<bool, _>("incomplete")? {
+        return ProfileView::from_user(user);
+    }
+    if row.try_get::<Option<Uuid>, _>("user_id")?.is_none() {
+        return Err(ApiError::UserNotFound);
+    }
+    Ok(ProfileView::from_row(&row)?)
+}
+
+impl ProfileView {
+    /// The profile as the aggregate holds it.
+    fn from_user(user: &User) -> Result<Self, ApiError> {
+        let missing =
+            || ApiError::Internal(anyhow::anyhow!("the user aggregate is not registered"));
+        let profile = user.profile();
+        Ok(Self {
+            user_id: user.user_id().ok_or_else(missing)?,
+            email: user.email().map(str::to_owned),
+            email_verified: user.email_verified(),
+            status: user.status().as_str().to_owned(),
+            display_name: profile.display_name.clone(),
+            given_name: profile.given_name.clone(),
+            family_name: profile.family_name.clone(),
+            locale: profile.locale.clone(),
+            timezone: profile.timezone.clone(),
+            phone: profile.phone.clone(),
+            picture_url: profile.picture_url.clone(),
+            metadata: Value::Object(profile.metadata.clone()),
+            mfa_enabled: user.totp_enabled(),
+            created_at: user.created_at().ok_or_else(missing)?,
+            updated_at: user.updated_at().ok_or_else(missing)?,
+            version: i64::try_from(user.version())
+                .map_err(|error| ApiError::Internal(error.into()))?,
+        })
+    }
 }
 
 fn profile_response(status: Success<ProfileView>) -> impl IntoResponse {
@@ -245,9 +302,9 @@ pub async fn register_user(
 
     let metadata = client.metadata(format!("user:{user_id}"), None);
     let secrets = super::email::new_secrets(&state, user_id, Uuid::now_v7());
-    state
+    let (_, _, user) = state
         .users
-        .execute(
+        .execute_with_state(
             &user_id.to_string(),
             || UserCommand::RegisterWithVerification(command.clone(), secrets.clone()),
             &metadata,
@@ -255,7 +312,7 @@ pub async fn register_user(
         .await
         .map_err(|error| ApiError::from_command(error, user_rejection))?;
 
-    let profile = load_profile(&state, user_id).await?;
+    let profile = profile_after_write(&state, &user).await?;
     let etag = profile.etag();
     let location = HeaderValue::from_str(&format!("/api/v1/users/{user_id}"))
         .map_err(|error| ApiError::Internal(error.into()))?;
@@ -434,9 +491,9 @@ pub async fn update_profile(
     let patch = request.into_patch()?;
 
     let metadata = client.metadata(caller.actor(), None);
-    state
+    let (_, _, user) = state
         .users
-        .execute(
+        .execute_with_state(
             &user_id.to_string(),
             || {
                 UserCommand::UpdateProfile(UpdateProfile {
@@ -449,7 +506,7 @@ pub async fn update_profile(
         .await
         .map_err(|error| ApiError::from_command(error, user_rejection))?;
 
-    let profile = load_profile(&state, user_id).await?;
+    let profile = profile_after_write(&state, &user).await?;
     Ok(profile_response(Success::ok("Profile updated", profile)))
 }
 
@@ -474,12 +531,12 @@ async fn set_suspension(
 ) -> Result<ProfileView, ApiError> {
     let user_id = caller.resolve_user(segment, "users:admin")?;
     let metadata = client.metadata(caller.actor(), None);
-    state
+    let (_, _, user) = state
         .users
-        .execute(&user_id.to_string(), command, &metadata)
+        .execute_with_state(&user_id.to_string(), command, &metadata)
         .await
         .map_err(|error| ApiError::from_command(error, user_rejection))?;
-    load_profile(state, user_id).await
+    profile_after_write(state, &user).await
 }
 
 /// Suspends an account: every session ends, and every credential of the user answers

@@ -137,9 +137,22 @@ impl<A: Aggregate + Clone> CommandBus<A> {
     pub async fn execute_with_events(
         &self,
         aggregate_id: &str,
-        mut command: impl FnMut() -> A::Command,
+        command: impl FnMut() -> A::Command,
         metadata: &CommandMetadata,
     ) -> Result<(CommandOutcome, Vec<A::Event>), CommandError<A::Error>> {
+        self.execute_with_state(aggregate_id, command, metadata)
+            .await
+            .map(|(outcome, events, _)| (outcome, events))
+    }
+
+    /// Like [`CommandBus::execute_with_events`], and also returns the aggregate's state after
+    /// the command, for answers that cannot wait for a read model.
+    pub async fn execute_with_state(
+        &self,
+        aggregate_id: &str,
+        mut command: impl FnMut() -> A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<(CommandOutcome, Vec<A::Event>, A), CommandError<A::Error>> {
         let mut attempt = 1;
         loop {
             match self.attempt(aggregate_id, command(), metadata).await {
@@ -163,7 +176,7 @@ impl<A: Aggregate + Clone> CommandBus<A> {
         aggregate_id: &str,
         command: A::Command,
         metadata: &CommandMetadata,
-    ) -> Result<(CommandOutcome, Vec<A::Event>), CommandError<A::Error>> {
+    ) -> Result<(CommandOutcome, Vec<A::Event>, A), CommandError<A::Error>> {
         let mut context = self.load(aggregate_id).await?;
         let loaded_version = context.current_sequence as u64;
 
@@ -182,7 +195,7 @@ impl<A: Aggregate + Clone> CommandBus<A> {
                 version: loaded_version,
                 appended: 0,
             };
-            return Ok((outcome, Vec::new()));
+            return Ok((outcome, Vec::new(), next));
         }
 
         let committed = self
@@ -196,7 +209,7 @@ impl<A: Aggregate + Clone> CommandBus<A> {
         for event in &committed {
             next.apply(event.payload.clone());
         }
-        self.remember(aggregate_id, next, version as usize);
+        self.remember(aggregate_id, next.clone(), version as usize);
 
         self.wait_for_projections(aggregate_id, version).await;
         let outcome = CommandOutcome {
@@ -204,7 +217,7 @@ impl<A: Aggregate + Clone> CommandBus<A> {
             appended: committed.len(),
         };
         let events = committed.into_iter().map(|event| event.payload).collect();
-        Ok((outcome, events))
+        Ok((outcome, events, next))
     }
 
     /// Loads an aggregate from its cached state and the events stored after it.

@@ -590,3 +590,60 @@ async fn projections_rebuilt_together_stay_incomplete_until_the_end() {
     projector.join().await;
     database.drop_database().await;
 }
+
+#[tokio::test]
+async fn writes_answer_from_the_aggregate_while_profiles_are_rebuilt() {
+    let app = TestApp::spawn().await;
+    let user_id = app.register_user("ada@example.com").await;
+    let (_, key) = app.api_key("users:read,users:write,users:admin").await;
+    let mut rebuild = sqlx::PgConnection::connect(&app.database.config.database_url)
+        .await
+        .expect("connect");
+    start_rebuild(&mut rebuild, &[&projections::ProfilesProjection]).await;
+
+    let registered = app
+        .register(&json!({"email": "eve@example.com", "password": crate::helpers::PASSWORD}))
+        .await;
+    assert_eq!(registered.status(), 201);
+    assert_eq!(body(registered).await["data"]["email"], "eve@example.com");
+    let patched = app
+        .client
+        .patch(app.url(&format!("/users/{user_id}")))
+        .header("x-api-key", &key)
+        .json(&json!({"locale": "de"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(patched.status(), 200);
+    let patched = body(patched).await;
+    assert_eq!(patched["data"]["locale"], "de");
+    assert_eq!(patched["data"]["email"], "ada@example.com");
+    let suspended = app
+        .client
+        .post(app.url(&format!("/users/{user_id}/suspend")))
+        .header("x-api-key", &key)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(suspended.status(), 200);
+    assert_eq!(body(suspended).await["data"]["status"], "suspended");
+
+    rebuild.close().await.expect("release the lock");
+    wait_until_complete(&app.pool).await;
+    let read = app
+        .client
+        .get(app.url(&format!("/users/{user_id}")))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .expect("sent");
+    let read = body(read).await;
+    assert_eq!(read["data"]["locale"], "de");
+    assert_eq!(read["data"]["status"], "suspended");
+    assert_eq!(
+        read["data"]["version"],
+        patched["data"]["version"].as_i64().expect("version") + 1
+    );
+    app.finish().await;
+}

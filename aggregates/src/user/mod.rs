@@ -150,6 +150,10 @@ impl User {
         self.password_hash.as_deref()
     }
 
+    pub fn totp_enabled(&self) -> bool {
+        self.mfa.totp_enabled()
+    }
+
     /// Version of the last event that ended every session of the user.
     pub fn sessions_valid_from(&self) -> u64 {
         self.sessions_valid_from
