@@ -82,13 +82,9 @@ pub struct Config {
     #[arg(long, env = "LEDGER_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// Base URL that links in mail point at.
-    #[arg(
-        long,
-        env = "LEDGER_PUBLIC_BASE_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub public_base_url: String,
+    /// Base URL that links in mail point at; `http://` and the bind address when unset.
+    #[arg(long, env = "LEDGER_PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
 
     /// Master key, base64 of 32 bytes. Without it a key file in the data directory is used.
     #[arg(long, env = "LEDGER_MASTER_KEY", hide_env_values = true)]
@@ -237,6 +233,14 @@ const KNOWN_VARIABLES: &[&str] = &[
 ];
 
 impl Config {
+    /// The base URL of links in mail: the configured one, else the bind address over HTTP, so
+    /// that a local run on another port gets links that reach it.
+    pub fn public_base_url(&self) -> String {
+        self.public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.bind))
+    }
+
     pub fn master_key(&self) -> Option<SecretString> {
         self.master_key.clone().map(SecretString::from)
     }
@@ -248,5 +252,35 @@ impl Config {
                 tracing::warn!(variable = %name, "unknown environment variable is ignored");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    #[test]
+    fn mail_links_follow_the_bind_address_unless_set() {
+        let on_another_port =
+            Cli::try_parse_from(["account-ledger", "--bind", "127.0.0.1:9090"]).expect("parses");
+        let with_base = Cli::try_parse_from([
+            "account-ledger",
+            "--bind",
+            "0.0.0.0:8080",
+            "--public-base-url",
+            "https://accounts.example.com",
+        ])
+        .expect("parses");
+
+        assert_eq!(
+            on_another_port.config.public_base_url(),
+            "http://127.0.0.1:9090"
+        );
+        assert_eq!(
+            with_base.config.public_base_url(),
+            "https://accounts.example.com"
+        );
     }
 }

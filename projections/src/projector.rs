@@ -592,11 +592,12 @@ fn stored_event(row: &PgRow) -> Result<StoredEvent, sqlx::Error> {
     })
 }
 
-/// Adds the checkpoint of a projection seen for the first time, marked incomplete until it has
-/// caught up with the history.
+/// Adds the checkpoint of a projection seen for the first time. Unless the history is empty, it
+/// is marked incomplete until it has caught up.
 async fn ensure_checkpoint(pool: &PgPool, name: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO projection_checkpoints (projection, incomplete) VALUES ($1, true)
+        "INSERT INTO projection_checkpoints (projection, incomplete)
+         SELECT $1, EXISTS (SELECT 1 FROM events)
          ON CONFLICT DO NOTHING",
     )
     .bind(name)

@@ -101,7 +101,7 @@ impl MailSender {
             pool,
             transport,
             from,
-            public_base_url: config.public_base_url.trim_end_matches('/').to_owned(),
+            public_base_url: config.public_base_url().trim_end_matches('/').to_owned(),
             poll_interval: Duration::from_millis(config.projection_poll_ms.max(100)),
         })
     }

@@ -52,7 +52,7 @@ impl TestDatabase {
             database_url: format!("{}/{name}", server_url()),
             bind: "127.0.0.1:0".to_owned(),
             data_dir,
-            public_base_url: "http://127.0.0.1:8080".to_owned(),
+            public_base_url: Some("http://127.0.0.1:8080".to_owned()),
             master_key: Some(
                 base64::engine::general_purpose::STANDARD.encode(master_key.expose_bytes()),
             ),

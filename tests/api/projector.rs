@@ -647,3 +647,23 @@ async fn writes_answer_from_the_aggregate_while_profiles_are_rebuilt() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn new_database_is_complete_from_the_start() {
+    let app = TestApp::spawn().await;
+
+    let incomplete: bool = sqlx::query_scalar(
+        "SELECT COALESCE(bool_or(incomplete), false) FROM projection_checkpoints",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("read the checkpoints");
+    let login = app.login("ada@example.com", crate::helpers::PASSWORD).await;
+
+    assert!(
+        !incomplete,
+        "an empty history left a read model marked incomplete"
+    );
+    assert_eq!(login.status(), 401);
+    app.finish().await;
+}
