@@ -664,8 +664,8 @@ async fn lock_projections(
     connection: &mut PgConnection,
     names: &[&str],
 ) -> Result<(), sqlx::Error> {
-    // PostgreSQL evaluates a volatile function in the select list after the ORDER BY of the
-    // subquery it reads from, so the locks are taken in that order.
+    // PostgreSQL's planner does not merge a subquery that has an ORDER BY into the outer query,
+    // so the outer select list, and with it each lock, is evaluated row by row in that order.
     sqlx::query(
         "SELECT pg_advisory_xact_lock(hashtextextended($2 || name, 0))
            FROM (SELECT name FROM unnest($1::text[]) AS name ORDER BY name) AS sorted",

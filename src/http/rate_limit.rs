@@ -1,11 +1,12 @@
 //! Rate limiting in three classes, with `X-RateLimit-*` headers on every response.
 //!
 //! - standard: per user (Bearer), per API key, or per client IP when anonymous;
-//! - sensitive (login, password and code checks): per canonical account identifier when the
-//!   body names one (an email address or a single-use token), so that variant spellings share
-//!   one bucket whoever sends them, else per user. Requests keyed by the body or, failing
-//!   that, by address also share one bucket per client address at the standard rate, so one
-//!   client cannot spread its guesses over many accounts;
+//! - sensitive (login, password and code checks): on the endpoints whose body names the
+//!   account (login, the MFA step, reset and its confirmation, email links), per canonical
+//!   email or token hash from the body, also when a credential comes with it, so that variant
+//!   spellings share one bucket; elsewhere per user. Requests not keyed by a caller also count
+//!   against one bucket per client address at the standard rate, so one client cannot spread
+//!   its guesses over many accounts;
 //! - bulk (listings and bulk imports and exports): per API key.
 //!
 //! governor counts with GCRA. Keys whose bucket has refilled are pruned every minute and

@@ -84,8 +84,8 @@ pub async fn load_profile(state: &AppState, user_id: Uuid) -> Result<ProfileView
 }
 
 /// Reads the profile that a write has just changed: from the read model, as every later read
-/// does, unless that model is incomplete (a replay in progress), in which case from the state
-/// the write left the aggregate in, so that the answer shows the write.
+/// does, unless that model is incomplete (a replay in progress). Then it is built from the
+/// state the write left the aggregate in, so that the response shows the write.
 async fn profile_after_write(state: &AppState, user: &User) -> Result<ProfileView, ApiError> {
     let user_id = user.user_id().ok_or(ApiError::UserNotFound)?;
     let row = sqlx::query(concat!(
@@ -110,7 +110,7 @@ async fn profile_after_write(state: &AppState, user: &User) -> Result<ProfileVie
 }
 
 impl ProfileView {
-    /// The profile as the aggregate holds it.
+    /// Builds the profile from the aggregate's state.
     fn from_user(user: &User) -> Result<Self, ApiError> {
         let missing =
             || ApiError::Internal(anyhow::anyhow!("the user aggregate is not registered"));
