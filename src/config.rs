@@ -234,7 +234,8 @@ const KNOWN_VARIABLES: &[&str] = &[
 
 impl Config {
     /// The base URL of links in mail: the configured one, else the bind address over HTTP, so
-    /// that a local run on another port gets links that reach it.
+    /// that links name the host and port the service runs on. Production sets it to the front
+    /// end that serves the link pages.
     pub fn public_base_url(&self) -> String {
         self.public_base_url
             .clone()

@@ -243,8 +243,8 @@ struct Follower {
     isolated: bool,
     /// Earliest time a projection whose own batch failed is tried again.
     retry_at: Option<Instant>,
-    /// Set while the projection is isolated but the database does not have it marked
-    /// incomplete yet, so that the marking is tried again every round.
+    /// Set when the projection was isolated and the database does not have it marked
+    /// incomplete yet, so that the marking is tried again every round until it succeeds.
     mark_pending: bool,
 }
 
@@ -431,12 +431,14 @@ impl Worker {
         lock_projections(&mut transaction, &member_names).await?;
         let (checkpoints, incomplete) = read_checkpoints(&mut transaction, &names).await?;
         // How far the projections that hold the whole history got. An incomplete projection
-        // is complete again once it has passed that point.
-        let complete_head = checkpoints
-            .iter()
-            .zip(&incomplete)
-            .filter(|(_, incomplete)| !**incomplete)
-            .map(|(position, _)| *position)
+        // is complete again once it has passed that point. A projection set aside after a
+        // failure counts as incomplete here even before the database has its mark.
+        let complete_head = (0..names.len())
+            .filter(|index| {
+                let follower = &self.projections[*index];
+                !incomplete[*index] && !follower.isolated && !follower.mark_pending
+            })
+            .map(|index| checkpoints[index])
             .max();
         let from = members
             .iter()

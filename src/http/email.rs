@@ -5,14 +5,16 @@
 //! address is taken, and the old one released, only by the `EmailVerified` event.
 
 use aggregates::services::BlindIndex;
-use aggregates::user::{RequestEmailChange, UserCommand, VerificationMethod, VerificationSecrets};
+use aggregates::user::{
+    RequestEmailChange, User, UserCommand, UserEvent, VerificationMethod, VerificationPurpose,
+    VerificationSecrets,
+};
 use aggregates::values::{Email, FieldError};
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -22,7 +24,6 @@ use super::error::ApiError;
 use super::extract::{ApiJson, Caller, ClientContext, RequestBody, UserPath};
 use super::users::{load_profile, user_rejection};
 use crate::crypto::{TokenKind, hash_token, issue_token};
-use crate::store::CommandOutcome;
 
 /// Draws a fresh code and link token for a verification of `user_id`'s address.
 pub(crate) fn new_secrets(
@@ -213,36 +214,22 @@ pub struct EmailVerifiedView {
     pub notification_sent: bool,
 }
 
-/// Reads back what the command appended: `Ok` with the verification, or AUTH_003 when the
-/// event it wrote records a wrong code.
-async fn verification_outcome(
-    state: &AppState,
-    user_id: Uuid,
-    outcome: CommandOutcome,
-) -> Result<EmailVerifiedView, ApiError> {
-    let (event_type, payload): (String, Value) = sqlx::query_as(
-        "SELECT event_type, payload FROM events
-          WHERE aggregate_type = 'user' AND aggregate_id = $1 AND sequence = $2",
-    )
-    .bind(user_id.to_string())
-    .bind(outcome.version as i64)
-    .fetch_one(&state.pool)
-    .await?;
-    if outcome.appended == 0 || event_type != "EmailVerified" {
-        return Err(ApiError::InvalidCredentials);
-    }
-
-    let verified = &payload["EmailVerified"];
-    let changed_at = verified["verified_at"]
-        .as_str()
-        .and_then(|at| at.parse::<DateTime<Utc>>().ok())
-        .unwrap_or_else(|| state.clock.now());
-    let profile = load_profile(state, user_id).await?;
+/// Reads what the command appended: `Ok` with the verification, or AUTH_003 when the event it
+/// wrote records a wrong code. The address comes from the aggregate's state after the command,
+/// not from the read model, which may not have it yet.
+fn verification_outcome(events: &[UserEvent], user: &User) -> Result<EmailVerifiedView, ApiError> {
+    let verified = events
+        .iter()
+        .find_map(|event| match event {
+            UserEvent::EmailVerified(verified) => Some(verified),
+            _ => None,
+        })
+        .ok_or(ApiError::InvalidCredentials)?;
     Ok(EmailVerifiedView {
         email_verified: true,
-        new_email: profile.email,
-        changed_at,
-        notification_sent: verified["purpose"] == "email_change",
+        new_email: user.email().map(str::to_owned),
+        changed_at: verified.verified_at,
+        notification_sent: verified.purpose == VerificationPurpose::EmailChange,
     })
 }
 
@@ -274,9 +261,9 @@ pub async fn verify_email(
     let code_hash = state.codes.hash(&user_id, code.expose_secret());
 
     let metadata = client.metadata(caller.actor(), None);
-    let outcome = state
+    let (_, events, user) = state
         .users
-        .execute(
+        .execute_with_state(
             &user_id.to_string(),
             || UserCommand::VerifyEmailCode {
                 change_request_id,
@@ -287,7 +274,7 @@ pub async fn verify_email(
         .await
         .map_err(|error| ApiError::from_command(error, user_rejection))?;
 
-    let verified = verification_outcome(&state, user_id, outcome).await?;
+    let verified = verification_outcome(&events, &user)?;
     Ok(Success::ok("Email address verified", verified))
 }
 
@@ -330,9 +317,9 @@ pub async fn verify_email_link(
     };
 
     let metadata = client.metadata("anonymous".to_owned(), Some(user_id));
-    let outcome = state
+    let (_, events, user) = state
         .users
-        .execute(
+        .execute_with_state(
             &user_id.to_string(),
             || UserCommand::VerifyEmailLink {
                 token_hash: token_hash.clone(),
@@ -342,7 +329,7 @@ pub async fn verify_email_link(
         .await
         .map_err(|error| ApiError::from_command(error, user_rejection))?;
 
-    let verified = verification_outcome(&state, user_id, outcome).await?;
+    let verified = verification_outcome(&events, &user)?;
     Ok(Success::ok("Email address verified", verified))
 }
 

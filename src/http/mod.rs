@@ -223,8 +223,9 @@ async fn request_context(timeout: Duration, mut request: Request, next: Next) ->
     let deadline = tokio::time::Instant::from_std(started) + timeout;
     request.extensions_mut().insert(Deadline(deadline));
 
-    // The rate-limit layer applies the same deadline to the handler, so that its 503 carries the
-    // rate-limit headers. This one covers the credential check that runs before it.
+    // The rate-limit layer applies the same deadline to the credential check and the handler,
+    // so that their 503 carries the rate-limit headers. This one covers the rest, such as
+    // reading the body of a sensitive request.
     let run = REQUEST_ID.scope(id.clone(), async move {
         match tokio::time::timeout_at(deadline, next.run(request)).await {
             Ok(response) => response,
@@ -236,8 +237,8 @@ async fn request_context(timeout: Duration, mut request: Request, next: Next) ->
     span.in_scope(|| {
         let status = response.status().as_u16();
         if let Some(LoggedCause(cause)) = response.extensions().get::<LoggedCause>() {
-            // A 503 is an outage the operator already sees elsewhere (a database down, a read
-            // model rebuilding), often repeated for every request; a 500 is a fault.
+            // A 503 comes from an outage (a database down, a read model being rebuilt) and
+            // repeats for every request while it lasts, but a 500 is a fault in the service.
             if status == StatusCode::SERVICE_UNAVAILABLE.as_u16() {
                 tracing::warn!(status, error = format!("{cause:#}"), "request failed");
             } else {

@@ -10,7 +10,7 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::IntoResponse;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -84,8 +84,9 @@ pub async fn load_profile(state: &AppState, user_id: Uuid) -> Result<ProfileView
 }
 
 /// Reads the profile that a write has just changed: from the read model, as every later read
-/// does, unless that model is incomplete (a replay in progress). Then it is built from the
-/// state the write left the aggregate in, so that the response shows the write.
+/// does, unless that model is incomplete (a replay in progress) or its row is older than the
+/// write (the wait for the projection timed out). Then it is built from the state the write
+/// left the aggregate in, so that the response shows the write.
 async fn profile_after_write(state: &AppState, user: &User) -> Result<ProfileView, ApiError> {
     let user_id = user.user_id().ok_or(ApiError::UserNotFound)?;
     let row = sqlx::query(concat!(
@@ -100,11 +101,11 @@ async fn profile_after_write(state: &AppState, user: &User) -> Result<ProfileVie
     .bind(user_id)
     .fetch_one(&state.pool)
     .await?;
-    if row.try_get::<bool, _>("incomplete")? {
+    let row_version: Option<i64> = row.try_get("version")?;
+    let behind =
+        row_version.is_none_or(|version| u64::try_from(version).unwrap_or(0) < user.version());
+    if row.try_get::<bool, _>("incomplete")? || behind {
         return ProfileView::from_user(user);
-    }
-    if row.try_get::<Option<Uuid>, _>("user_id")?.is_none() {
-        return Err(ApiError::UserNotFound);
     }
     Ok(ProfileView::from_row(&row)?)
 }
@@ -129,8 +130,9 @@ impl ProfileView {
             picture_url: profile.picture_url.clone(),
             metadata: Value::Object(profile.metadata.clone()),
             mfa_enabled: user.totp_enabled(),
-            created_at: user.created_at().ok_or_else(missing)?,
-            updated_at: user.updated_at().ok_or_else(missing)?,
+            // PostgreSQL keeps microseconds, so the read model's times are truncated to them.
+            created_at: user.created_at().ok_or_else(missing)?.trunc_subsecs(6),
+            updated_at: user.updated_at().ok_or_else(missing)?.trunc_subsecs(6),
             version: i64::try_from(user.version())
                 .map_err(|error| ApiError::Internal(error.into()))?,
         })

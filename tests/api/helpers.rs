@@ -83,6 +83,17 @@ impl TestDatabase {
         }
     }
 
+    /// The same database with a changed configuration, for a second service on it.
+    pub fn reconfigured(&self, configure: impl FnOnce(&mut Config)) -> Self {
+        let mut config = self.config.clone();
+        configure(&mut config);
+        Self {
+            name: self.name.clone(),
+            config,
+            master_key: self.master_key.clone(),
+        }
+    }
+
     /// Drops the database, closing any connection still open to it.
     pub async fn drop_database(&self) {
         let mut admin = PgConnection::connect(&format!("{}/postgres", server_url()))
@@ -224,8 +235,9 @@ impl TestApp {
         let response = self
             .register(&json!({"email": email, "password": PASSWORD}))
             .await;
-        assert_eq!(response.status(), 201, "registration of {email} failed");
+        let status = response.status();
         let body: Value = response.json().await.expect("json body");
+        assert_eq!(status, 201, "registration of {email} failed: {body}");
         body["data"]["user_id"]
             .as_str()
             .and_then(|id| id.parse().ok())
@@ -249,8 +261,9 @@ impl TestApp {
     /// Logs in with `password` and returns the access token.
     pub async fn token_for_password(&self, email: &str, password: &str) -> String {
         let response = self.login(email, password).await;
-        assert_eq!(response.status(), 200, "login of {email} failed");
+        let status = response.status();
         let body: Value = response.json().await.expect("json body");
+        assert_eq!(status, 200, "login of {email} failed: {body}");
         body["data"]["access_token"]
             .as_str()
             .expect("access_token in response")

@@ -605,7 +605,8 @@ async fn writes_answer_from_the_aggregate_while_profiles_are_rebuilt() {
         .register(&json!({"email": "eve@example.com", "password": crate::helpers::PASSWORD}))
         .await;
     assert_eq!(registered.status(), 201);
-    assert_eq!(body(registered).await["data"]["email"], "eve@example.com");
+    let registered = body(registered).await;
+    assert_eq!(registered["data"]["email"], "eve@example.com");
     let patched = app
         .client
         .patch(app.url(&format!("/users/{user_id}")))
@@ -644,6 +645,25 @@ async fn writes_answer_from_the_aggregate_while_profiles_are_rebuilt() {
     assert_eq!(
         read["data"]["version"],
         patched["data"]["version"].as_i64().expect("version") + 1
+    );
+    let eve = registered["data"]["user_id"].as_str().expect("user id");
+    let eve_read = app
+        .client
+        .get(app.url(&format!("/users/{eve}")))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .expect("sent");
+    // The registration's answer adds the id of its verification to the profile.
+    let mut answered = registered["data"].clone();
+    answered
+        .as_object_mut()
+        .expect("profile object")
+        .remove("change_request_id");
+    assert_eq!(
+        body(eve_read).await["data"],
+        answered,
+        "the registration answered from the aggregate differs from the read model"
     );
     app.finish().await;
 }
