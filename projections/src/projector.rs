@@ -409,12 +409,6 @@ impl Worker {
     async fn run_batch(&self, group: Group) -> Result<Batch, BatchError> {
         let mut transaction = self.pool.begin().await?;
 
-        // The events are already durable, and the batch's read-model rows and checkpoints
-        // commit or vanish together, so a batch lost in a crash is applied again on restart:
-        // the commit does not wait for its WAL flush.
-        sqlx::query("SELECT set_config('synchronous_commit', 'off', true)")
-            .execute(&mut *transaction)
-            .await?;
         let names = self.names();
         let (members, lagging) =
             self.split(group, &read_checkpoints(&mut transaction, &names).await?.0);
@@ -425,6 +419,12 @@ impl Worker {
                 lagging,
             });
         }
+        // The events are already durable, and the batch's read-model rows and checkpoints
+        // commit or vanish together, so a batch lost in a crash is applied again on restart.
+        // The commit therefore does not wait for its WAL flush.
+        sqlx::query("SELECT set_config('synchronous_commit', 'off', true)")
+            .execute(&mut *transaction)
+            .await?;
         // Another instance's batch for any of these projections holds their locks until it
         // commits, so the checkpoints are read again once this one holds them.
         let member_names: Vec<&str> = members.iter().map(|index| names[*index]).collect();

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::envelope::{ErrorBody, Success, SuccessBody};
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller, ClientContext, RequestBody, incomplete, incomplete_error};
+use super::extract::{ApiJson, Caller, ClientContext, RequestBody, incomplete_error};
 use super::users::user_rejection;
 use crate::crypto::{TokenKind, issue_token};
 use crate::store::CommandError;
@@ -79,7 +79,8 @@ async fn find_credentials(
     state: &AppState,
     email: &Email,
 ) -> Result<Option<Credentials>, ApiError> {
-    // One row whatever the address, so that a partial read model answers alike for known and unknown ones.
+    // One row whatever the address, so that a partial read model returns 503 for known and
+    // unknown addresses alike.
     let (incomplete, user_id, password_hash, status, mfa_enabled, version) = sqlx::query_as::<
         _,
         (
@@ -90,17 +91,15 @@ async fn find_credentials(
             Option<bool>,
             Option<i64>,
         ),
-    >(concat!(
-        "SELECT incomplete.value, c.user_id, cr.password_hash, p.status, p.mfa_enabled,
-                    p.version
-               FROM (SELECT ",
-        incomplete!("profiles"),
-        " AS value) AS incomplete
-               LEFT JOIN (email_claims c
-                          JOIN user_credentials cr USING (user_id)
-                          JOIN user_profiles p USING (user_id))
-                      ON c.email_index = $1"
-    ))
+    >(
+        "SELECT read_models_incomplete('{profiles}'), c.user_id, cr.password_hash, p.status,
+                p.mfa_enabled, p.version
+           FROM (SELECT 1) AS one
+           LEFT JOIN (email_claims c
+                      JOIN user_credentials cr USING (user_id)
+                      JOIN user_profiles p USING (user_id))
+                  ON c.email_index = $1",
+    )
     .bind(state.indexer.email_index(email))
     .fetch_one(&state.pool)
     .await?;

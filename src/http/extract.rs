@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use super::strict_json::{self, StrictJsonErrorKind};
-use super::users::ProfileView;
+use super::users::{ProfileView, profile_columns};
 use aggregates::api_key::grants;
 
 use crate::crypto::{TokenKind, hash_token};
@@ -236,7 +236,7 @@ impl Caller {
         }
     }
 
-    /// The scopes the caller holds: an API key's own, none for a session.
+    /// Returns the caller's scopes: an API key's own, none for a session.
     pub fn scopes(&self) -> &[String] {
         match self {
             Self::Session { .. } => &[],
@@ -409,38 +409,21 @@ struct SessionRow {
     profile: ProfileView,
 }
 
-/// A scalar subquery telling whether any of the named read models holds only a prefix of the
-/// history (being rebuilt by `replay`, or stopped at an event it failed to apply), so that no
-/// credential is accepted from it.
-macro_rules! incomplete {
-    ($projections:literal) => {
-        concat!(
-            "(SELECT COALESCE(bool_or(incomplete), false) FROM projection_checkpoints
-               WHERE projection = ANY('{",
-            $projections,
-            "}'))"
-        )
-    };
-}
-pub(crate) use incomplete;
-
-/// Fails with 503 when any of `models` holds only part of the history, for handlers whose
-/// answer would otherwise miss what the rest of it holds (a session list, a revocation).
+/// Fails with 503 when any of `models` contains only part of the history, for handlers whose
+/// response would otherwise miss the rest of it (a session list, a revocation). The credential
+/// checks call the same SQL function, `read_models_incomplete`, inside their own query.
 pub async fn require_complete(state: &AppState, models: &[&str]) -> Result<(), ApiError> {
-    let incomplete: bool = sqlx::query_scalar(
-        "SELECT COALESCE(bool_or(incomplete), false) FROM projection_checkpoints
-          WHERE projection = ANY($1)",
-    )
-    .bind(models)
-    .fetch_one(&state.pool)
-    .await?;
+    let incomplete: bool = sqlx::query_scalar("SELECT read_models_incomplete($1)")
+        .bind(models)
+        .fetch_one(&state.pool)
+        .await?;
     if incomplete {
         return Err(incomplete_error(&models.join(", ")));
     }
     Ok(())
 }
 
-/// The 503 of a credential check whose read model holds only part of the history.
+/// Builds the 503 of a credential check whose read model contains only part of the history.
 pub fn incomplete_error(model: &str) -> ApiError {
     ApiError::Unavailable(anyhow::anyhow!("the {model} read model is incomplete"))
 }
@@ -449,19 +432,16 @@ async fn check_session(state: &AppState, token: &str) -> Result<CredentialCheck,
     // One row whatever the token, so that a partial read model returns 503 for known and
     // unknown tokens alike.
     let row = sqlx::query(concat!(
-        "SELECT incomplete.value AS incomplete, s.session_id,
+        "SELECT read_models_incomplete('{sessions,profiles}') AS incomplete, s.session_id,
                 s.expires_at AS session_expires_at,
                 s.revoked_at IS NOT NULL AS revoked,
                 COALESCE(s.credentials_version < p.sessions_valid_from
                          AND s.session_id IS DISTINCT FROM p.sessions_kept_session_id,
                          false) AS superseded,
-                GREATEST(s.created_at, a.last_seen_at) AS last_seen,
-                p.user_id, p.email, p.email_verified, p.status, p.display_name, p.given_name,
-                p.family_name, p.locale, p.timezone, p.phone, p.picture_url, p.metadata,
-                p.mfa_enabled, p.created_at, p.updated_at, p.version
-           FROM (SELECT ",
-        incomplete!("sessions,profiles"),
-        " AS value) AS incomplete
+                GREATEST(s.created_at, a.last_seen_at) AS last_seen, ",
+        profile_columns!(),
+        "
+           FROM (SELECT 1) AS one
            LEFT JOIN (sessions s
                       JOIN user_profiles p USING (user_id)
                       LEFT JOIN session_activity a USING (session_id))
@@ -512,7 +492,8 @@ async fn check_api_key(
     state: &AppState,
     key: &str,
 ) -> Result<Result<Caller, RefusedCredential>, ApiError> {
-    let (incomplete, key) = sqlx::query_as::<
+    // One row whatever the key, as for sessions.
+    let (incomplete, api_key_id, scopes, expires_at, revoked) = sqlx::query_as::<
         _,
         (
             bool,
@@ -521,25 +502,20 @@ async fn check_api_key(
             Option<DateTime<Utc>>,
             Option<bool>,
         ),
-    >(concat!(
-        "SELECT incomplete.value, k.api_key_id, k.scopes, k.expires_at,
+    >(
+        "SELECT read_models_incomplete('{api_keys}'), k.api_key_id, k.scopes, k.expires_at,
                 k.revoked_at IS NOT NULL
-           FROM (SELECT ",
-        incomplete!("api_keys"),
-        " AS value) AS incomplete
-           LEFT JOIN api_keys k ON k.key_hash = $1"
-    ))
+           FROM (SELECT 1) AS one
+           LEFT JOIN api_keys k ON k.key_hash = $1",
+    )
     .bind(hash_token(key))
     .fetch_one(&state.pool)
-    .await
-    .map(|(incomplete, id, scopes, expires_at, revoked)| {
-        (incomplete, (id, scopes, expires_at, revoked))
-    })?;
+    .await?;
 
     if incomplete {
         return Err(incomplete_error("api_keys"));
     }
-    let (Some(api_key_id), Some(scopes), expires_at, Some(revoked)) = key else {
+    let (Some(api_key_id), Some(scopes), Some(revoked)) = (api_key_id, scopes, revoked) else {
         return Ok(Err(RefusedCredential::Invalid));
     };
     if revoked || expires_at.is_some_and(|expires_at| expires_at <= state.clock.now()) {

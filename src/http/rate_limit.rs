@@ -197,12 +197,28 @@ impl RateLimits {
     }
 }
 
+/// Splits a path under `/api/v1` into its segments; `None` for any other path.
+fn api_segments(path: &str) -> Option<Vec<&str>> {
+    let rest = path.strip_prefix("/api/v1")?;
+    Some(rest.split('/').filter(|part| !part.is_empty()).collect())
+}
+
+/// Runs `future` until the request's deadline, if it has one; `None` when the deadline passed.
+async fn by_deadline<T>(
+    deadline: Option<tokio::time::Instant>,
+    future: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, future).await.ok(),
+        None => Some(future.await),
+    }
+}
+
 /// The class of an endpoint, from its method and path.
 pub fn classify(method: &Method, path: &str) -> Class {
-    let Some(rest) = path.strip_prefix("/api/v1") else {
+    let Some(segments) = api_segments(path) else {
         return Class::Standard;
     };
-    let segments: Vec<&str> = rest.split('/').filter(|part| !part.is_empty()).collect();
 
     match (method, segments.as_slice()) {
         (&Method::POST, ["auth", "login"] | ["auth", "login", "mfa"]) => Class::Sensitive,
@@ -233,10 +249,9 @@ pub fn classify(method: &Method, path: &str) -> Class {
 /// Tells whether the endpoint takes the account it acts on from the body (an email address or
 /// a single-use token) rather than from the path and the caller's credential.
 fn names_account_in_body(method: &Method, path: &str) -> bool {
-    let Some(rest) = path.strip_prefix("/api/v1") else {
+    let Some(segments) = api_segments(path) else {
         return false;
     };
-    let segments: Vec<&str> = rest.split('/').filter(|part| !part.is_empty()).collect();
     *method == Method::POST
         && matches!(
             segments.as_slice(),
@@ -296,18 +311,14 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
 
     // A credential that cannot be checked fails the request at once, so that the handler does
     // not wait for the database a second time. The request's deadline covers the check too, so
-    // that a stalled check still answers with the headers.
+    // that a stalled check still gets the headers.
     let deadline = parts
         .extensions
         .get::<Deadline>()
         .map(|deadline| deadline.0);
-    let check = check_credential(&state, &parts);
-    let checked = match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, check)
-            .await
-            .unwrap_or_else(|_| Err(ApiError::timed_out())),
-        None => check.await,
-    };
+    let checked = by_deadline(deadline, check_credential(&state, &parts))
+        .await
+        .unwrap_or_else(|| Err(ApiError::timed_out()));
     let caller = match checked {
         Ok(Some(checked)) => {
             let caller = checked.outcome.as_ref().ok().cloned();
@@ -366,13 +377,9 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
         return response;
     }
 
-    let handler = next.run(Request::from_parts(parts, body));
-    let mut response = match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, handler)
-            .await
-            .unwrap_or_else(|_| ApiError::timed_out().into_response()),
-        None => handler.await,
-    };
+    let mut response = by_deadline(deadline, next.run(Request::from_parts(parts, body)))
+        .await
+        .unwrap_or_else(|| ApiError::timed_out().into_response());
     insert_headers(response.headers_mut(), &decision, now_unix);
     response
 }

@@ -21,9 +21,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::envelope::{ErrorBody, Success, SuccessBody};
 use super::error::ApiError;
-use super::extract::{
-    ApiJson, Caller, ClientContext, RequestBody, SessionProfile, UserPath, incomplete,
-};
+use super::extract::{ApiJson, Caller, ClientContext, RequestBody, SessionProfile, UserPath};
 use aggregates::services::BlindIndex;
 
 /// Fields of a user resource that only the server sets.
@@ -69,34 +67,39 @@ impl ProfileView {
     }
 }
 
+/// The columns of [`ProfileView`] in `user_profiles`, read through the alias `p`.
+macro_rules! profile_columns {
+    () => {
+        "p.user_id, p.email, p.email_verified, p.status, p.display_name, p.given_name,
+         p.family_name, p.locale, p.timezone, p.phone, p.picture_url, p.metadata, p.mfa_enabled,
+         p.created_at, p.updated_at, p.version"
+    };
+}
+pub(crate) use profile_columns;
+
 /// Reads a projected profile.
 pub async fn load_profile(state: &AppState, user_id: Uuid) -> Result<ProfileView, ApiError> {
-    sqlx::query_as::<_, ProfileView>(
-        "SELECT user_id, email, email_verified, status, display_name, given_name, family_name,
-                locale, timezone, phone, picture_url, metadata, mfa_enabled, created_at,
-                updated_at, version
-           FROM user_profiles WHERE user_id = $1",
-    )
+    sqlx::query_as::<_, ProfileView>(concat!(
+        "SELECT ",
+        profile_columns!(),
+        " FROM user_profiles p WHERE p.user_id = $1"
+    ))
     .bind(user_id)
     .fetch_optional(&state.pool)
     .await?
     .ok_or(ApiError::UserNotFound)
 }
 
-/// Reads the profile that a write has just changed: from the read model, as every later read
-/// does, unless that model is incomplete (a replay in progress) or its row is older than the
-/// write (the wait for the projection timed out). Then it is built from the state the write
-/// left the aggregate in, so that the response shows the write.
+/// Reads the profile that a write has just changed from the read model, as every later read
+/// does. When that model is incomplete (a replay in progress) or its row is older than the
+/// write (the wait for the projection timed out), it builds the profile from the aggregate's
+/// state after the write instead, so that the response shows the write.
 async fn profile_after_write(state: &AppState, user: &User) -> Result<ProfileView, ApiError> {
     let user_id = user.user_id().ok_or(ApiError::UserNotFound)?;
     let row = sqlx::query(concat!(
-        "SELECT incomplete.value AS incomplete, p.user_id, p.email, p.email_verified, p.status,
-                p.display_name, p.given_name, p.family_name, p.locale, p.timezone, p.phone,
-                p.picture_url, p.metadata, p.mfa_enabled, p.created_at, p.updated_at, p.version
-           FROM (SELECT ",
-        incomplete!("profiles"),
-        " AS value) AS incomplete
-           LEFT JOIN user_profiles p ON p.user_id = $1"
+        "SELECT read_models_incomplete('{profiles}') AS incomplete, ",
+        profile_columns!(),
+        " FROM (SELECT 1) AS one LEFT JOIN user_profiles p ON p.user_id = $1"
     ))
     .bind(user_id)
     .fetch_one(&state.pool)
