@@ -153,8 +153,8 @@ pub struct Config {
     /// Issuer that authenticator apps show for a TOTP entry, also the prefix of its label.
     #[arg(long, env = "LEDGER_TOTP_ISSUER", default_value = "account-ledger")]
     pub totp_issuer: String,
-    /// What names the account in a TOTP entry's label: `email`, or `user-id` to keep the
-    /// address out of authenticator apps and their cloud backups.
+    /// Account name in a TOTP entry's label: `email`, or `user-id` to keep the address out of
+    /// authenticator apps and their cloud backups.
     #[arg(long, env = "LEDGER_TOTP_ACCOUNT_LABEL", value_enum, default_value_t = TotpAccountLabel::Email)]
     pub totp_account_label: TotpAccountLabel,
     /// How mail leaves the service: `file` writes `.eml` files under `<data dir>/mail`, `smtp`
@@ -186,7 +186,7 @@ pub struct Config {
     pub reset_ttl_secs: u32,
 }
 
-/// What names the account in the label of a TOTP entry.
+/// Account name in the label of a TOTP entry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum TotpAccountLabel {
     /// The account's email address.
@@ -233,9 +233,9 @@ const KNOWN_VARIABLES: &[&str] = &[
 ];
 
 impl Config {
-    /// The base URL of links in mail: the configured one, else the bind address over HTTP, so
-    /// that links name the host and port the service runs on. Production sets it to the front
-    /// end that serves the link pages.
+    /// Returns the base URL of links in mail: the configured one, else the bind address over
+    /// HTTP, so that links name the host and port the service runs on. Production sets it to
+    /// the front end that serves the link pages.
     pub fn public_base_url(&self) -> String {
         self.public_base_url
             .clone()
@@ -263,7 +263,7 @@ mod tests {
     use super::Cli;
 
     #[test]
-    fn mail_links_follow_the_bind_address_unless_set() {
+    fn mail_links_follow_bind_address() {
         let on_another_port =
             Cli::try_parse_from(["account-ledger", "--bind", "127.0.0.1:9090"]).expect("parses");
         let with_base = Cli::try_parse_from([

@@ -7,8 +7,8 @@ use crate::config::LogFormat;
 /// Filter used when `RUST_LOG` is not set.
 const DEFAULT_FILTER: &str = "info,sqlx=warn";
 
-/// Installs the global subscriber, writing to standard error so that standard output carries
-/// only what a command prints (such as a new API key); a second call does nothing.
+/// Installs the global subscriber, writing to standard error so that standard output contains
+/// only what a command prints (such as a new API key). A second call does nothing.
 pub fn init(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));

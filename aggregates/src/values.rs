@@ -547,7 +547,7 @@ mod tests {
     }
 
     #[test]
-    fn metadata_rejects_nul_anywhere() {
+    fn metadata_rejects_nul() {
         assert!(Metadata::parse(json!({"note": "line one\nline two\ttab"})).is_ok());
         assert!(Metadata::parse(json!({"a": "\u{0}"})).is_err());
         assert!(Metadata::parse(json!({"a\u{0}": 1})).is_err());

@@ -243,8 +243,8 @@ pub async fn revoke_api_key(
         .api_keys
         .execute(
             &api_key_id.to_string(),
-            // As with issuing, a key acts only on keys whose scopes it holds itself, so a key
-            // that manages keys cannot revoke one that is more powerful than itself.
+            // As with issuing, a key acts only on keys whose scopes it has itself, so a key that
+            // manages keys cannot revoke one that is more powerful than itself.
             || ApiKeyCommand::Revoke {
                 revoker_scopes: Some(caller.scopes().to_vec()),
             },

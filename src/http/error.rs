@@ -71,7 +71,7 @@ tokio::task_local! {
 }
 
 impl ApiError {
-    /// The 503 of a request that ran past the configured request timeout.
+    /// Builds the 503 of a request that ran past the configured request timeout.
     pub fn timed_out() -> Self {
         Self::Unavailable(anyhow::anyhow!("request timed out"))
     }

@@ -146,7 +146,7 @@ impl<A: Aggregate + Clone> CommandBus<A> {
     }
 
     /// Like [`CommandBus::execute_with_events`], and also returns the aggregate's state after
-    /// the command, for answers that cannot wait for a read model.
+    /// the command, for responses that cannot wait for a read model.
     pub async fn execute_with_state(
         &self,
         aggregate_id: &str,

@@ -385,7 +385,7 @@ async fn key_cannot_outlive_its_issuer() {
 }
 
 #[tokio::test]
-async fn key_revokes_only_keys_within_its_scopes() {
+async fn key_revokes_only_within_scopes() {
     let app = TestApp::spawn().await;
     let user_id = app.register_user("ada@example.com").await;
     let (manager_id, manager) = app.api_key("api_keys:manage,users:read").await;

@@ -379,7 +379,7 @@ async fn password_change_voids_pending_link() {
 }
 
 #[tokio::test]
-async fn email_and_password_endpoints_name_missing_fields_and_other_users() {
+async fn email_password_missing_and_forbidden() {
     let app = TestApp::spawn().await;
     let (_, token) = app.signed_in("ada@example.com").await;
     let other = app.register_user("eve@example.com").await;
@@ -428,7 +428,7 @@ async fn email_and_password_endpoints_name_missing_fields_and_other_users() {
 }
 
 #[tokio::test]
-async fn resend_with_nothing_pending_is_val_001() {
+async fn resend_without_pending_is_val_001() {
     let app = TestApp::spawn().await;
     let mut mail = MailDirectory::of(&app);
     let (_, request_id, code) = register_and_read_code(&app, &mut mail, "ada@example.com").await;

@@ -292,7 +292,7 @@ async fn dead_database_is_503_sys_002() {
 }
 
 #[tokio::test]
-async fn request_past_the_timeout_is_503_with_rate_limit_headers() {
+async fn timed_out_handler_keeps_rate_headers() {
     // The account is set up under the default timeout, so that a slow setup on a busy machine
     // does not run into the short one that the check needs.
     let mut setup = TestApp::spawn().await;
@@ -342,7 +342,7 @@ async fn request_past_the_timeout_is_503_with_rate_limit_headers() {
 }
 
 #[tokio::test]
-async fn stalled_credential_check_is_503_with_rate_limit_headers() {
+async fn stalled_credential_check_keeps_rate_headers() {
     let mut setup = TestApp::spawn().await;
     let (_, token) = setup.signed_in("ada@example.com").await;
     setup.stop().await;
@@ -420,7 +420,7 @@ async fn docs_page_is_served_from_the_binary() {
 }
 
 #[tokio::test]
-async fn internal_fault_is_sys_001_with_request_id_only() {
+async fn internal_fault_is_sys_001() {
     let app = TestApp::spawn().await;
     let (_, token) = app.signed_in("ada@example.com").await;
     sqlx::query("DROP TABLE user_mfa")

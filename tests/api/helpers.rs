@@ -83,7 +83,7 @@ impl TestDatabase {
         }
     }
 
-    /// The same database with a changed configuration, for a second service on it.
+    /// Copies this database's settings with a change, for a second service on the same database.
     pub fn reconfigured(&self, configure: impl FnOnce(&mut Config)) -> Self {
         let mut config = self.config.clone();
         configure(&mut config);

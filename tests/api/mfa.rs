@@ -202,7 +202,7 @@ async fn setup_returns_secret_uri_and_qr() {
 }
 
 #[tokio::test]
-async fn setup_label_can_name_the_user_id_instead_of_the_address() {
+async fn setup_label_can_use_user_id() {
     let (app, _) = spawn_with(|database| {
         database.config.totp_issuer = "Example Corp".to_owned();
         database.config.totp_account_label = account_ledger::config::TotpAccountLabel::UserId;
@@ -697,7 +697,7 @@ async fn disable_voids_open_mfa_tokens() {
 }
 
 #[tokio::test]
-async fn password_change_voids_open_mfa_tokens() {
+async fn password_change_voids_mfa_tokens() {
     let (app, clock) = spawn().await;
     let enrolled = enrol(&app, &clock).await;
     let mfa_token = first_step(&app).await;

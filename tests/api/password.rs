@@ -295,7 +295,7 @@ async fn suspended_account_gets_no_reset() {
 }
 
 #[tokio::test]
-async fn session_from_a_login_that_checked_the_old_password_is_refused_after_reset() {
+async fn late_session_rejected_after_reset() {
     let app = TestApp::spawn().await;
     let mut mail = MailDirectory::of(&app);
     let (user_id, token) = app.signed_in("ada@example.com").await;
@@ -340,7 +340,7 @@ async fn session_from_a_login_that_checked_the_old_password_is_refused_after_res
 }
 
 #[tokio::test]
-async fn logins_racing_a_reset_leave_no_working_session() {
+async fn racing_logins_void_after_reset() {
     let app = Arc::new(TestApp::spawn_with(|config| config.rate_sensitive = 1_000).await);
     let mut mail = MailDirectory::of(&app);
     app.register_user("ada@example.com").await;

@@ -167,7 +167,7 @@ async fn patch_with_invalid_value_is_val_001() {
 }
 
 #[tokio::test]
-async fn nul_characters_are_val_001_and_projections_keep_up() {
+async fn nul_characters_are_val_001() {
     let app = TestApp::spawn().await;
     let (_, token) = app.signed_in("ada@example.com").await;
     let events_before = app.event_count().await;

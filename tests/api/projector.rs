@@ -278,7 +278,7 @@ async fn failing_projection_does_not_hold_others() {
 }
 
 #[tokio::test]
-async fn restarted_projector_applies_each_event_once() {
+async fn restarted_projector_applies_once() {
     let database = Arc::new(TestDatabase::new());
     let mut first = TestApp::spawn_on(database.clone()).await;
     first.signed_in("ada@example.com").await;
@@ -405,7 +405,7 @@ async fn wait_until_complete(pool: &PgPool) {
 }
 
 #[tokio::test]
-async fn credential_checks_answer_503_while_their_read_model_is_rebuilt() {
+async fn credential_checks_503_during_rebuild() {
     let app = TestApp::spawn().await;
     let (user_id, live) = app.signed_in("ada@example.com").await;
     let logged_out = app.token_for("ada@example.com").await;
@@ -456,7 +456,7 @@ async fn credential_checks_answer_503_while_their_read_model_is_rebuilt() {
 }
 
 #[tokio::test]
-async fn api_keys_answer_503_while_their_read_model_is_rebuilt() {
+async fn api_keys_503_during_rebuild() {
     let app = TestApp::spawn().await;
     let user_id = app.register_user("ada@example.com").await;
     let (_, key) = app.api_key("users:read").await;
@@ -524,7 +524,7 @@ impl Projection for MarkWatchingProjection {
 }
 
 #[tokio::test]
-async fn projections_rebuilt_together_stay_incomplete_until_the_end() {
+async fn joint_rebuild_stays_incomplete_to_end() {
     let database = Arc::new(TestDatabase::new());
     let mut first = TestApp::spawn_on(database.clone()).await;
     first.stop().await;
@@ -592,7 +592,7 @@ async fn projections_rebuilt_together_stay_incomplete_until_the_end() {
 }
 
 #[tokio::test]
-async fn writes_answer_from_the_aggregate_while_profiles_are_rebuilt() {
+async fn writes_respond_during_profiles_rebuild() {
     let app = TestApp::spawn().await;
     let user_id = app.register_user("ada@example.com").await;
     let (_, key) = app.api_key("users:read,users:write,users:admin").await;
@@ -654,7 +654,7 @@ async fn writes_answer_from_the_aggregate_while_profiles_are_rebuilt() {
         .send()
         .await
         .expect("sent");
-    // The registration's answer adds the id of its verification to the profile.
+    // The registration's response adds the id of its verification to the profile.
     let mut answered = registered["data"].clone();
     answered
         .as_object_mut()
@@ -669,7 +669,7 @@ async fn writes_answer_from_the_aggregate_while_profiles_are_rebuilt() {
 }
 
 #[tokio::test]
-async fn new_database_is_complete_from_the_start() {
+async fn new_database_starts_complete() {
     let app = TestApp::spawn().await;
 
     let incomplete: bool = sqlx::query_scalar(

@@ -162,7 +162,7 @@ async fn bearer_requests_count_per_user() {
 }
 
 #[tokio::test]
-async fn login_with_a_bearer_token_counts_against_the_named_account() {
+async fn login_counts_against_named_account() {
     let app = TestApp::spawn().await;
     app.register_user("ada@example.com").await;
     let (_, eve) = app.signed_in("eve@example.com").await;
@@ -185,7 +185,7 @@ async fn login_with_a_bearer_token_counts_against_the_named_account() {
 }
 
 #[tokio::test]
-async fn one_client_cannot_spread_logins_over_many_accounts() {
+async fn client_bucket_caps_login_spraying() {
     let app = TestApp::spawn_with(|config| config.rate_standard = 5).await;
 
     let mut statuses = Vec::new();
@@ -209,7 +209,7 @@ async fn one_client_cannot_spread_logins_over_many_accounts() {
 }
 
 #[tokio::test]
-async fn body_of_an_endpoint_that_names_no_account_does_not_move_the_caller() {
+async fn decoy_body_keeps_caller_bucket() {
     let app = TestApp::spawn().await;
     let (_, token) = app.signed_in("ada@example.com").await;
 

@@ -137,7 +137,7 @@ async fn suspension_reason_is_sealed() {
 }
 
 #[tokio::test]
-async fn suspension_reason_with_control_characters_is_val_001() {
+async fn control_characters_in_reason_are_val_001() {
     let app = TestApp::spawn().await;
     let (_, admin) = app.api_key("users:admin").await;
     let user_id = app.register_user("ada@example.com").await;
@@ -159,7 +159,7 @@ async fn suspension_reason_with_control_characters_is_val_001() {
 }
 
 #[tokio::test]
-async fn logins_racing_a_suspension_stay_void_after_unsuspension() {
+async fn racing_logins_void_after_unsuspension() {
     let app = Arc::new(TestApp::spawn_with(|config| config.rate_sensitive = 1_000).await);
     let (_, admin) = app.api_key("users:admin").await;
     let user_id = app.register_user("ada@example.com").await;
@@ -195,7 +195,7 @@ async fn logins_racing_a_suspension_stay_void_after_unsuspension() {
 }
 
 #[tokio::test]
-async fn session_from_a_login_that_read_the_account_before_suspension_stays_void() {
+async fn late_session_void_after_suspension() {
     let app = TestApp::spawn().await;
     let (_, admin) = app.api_key("users:admin").await;
     let (user_id, token) = app.signed_in("ada@example.com").await;

@@ -109,7 +109,7 @@ fn revoke_twice_is_rejected() {
 }
 
 #[test]
-fn revoking_key_must_hold_every_scope() {
+fn revoker_needs_every_scope() {
     let api_key_id = Uuid::now_v7();
     let revoke = |scopes: &[&str]| ApiKeyCommand::Revoke {
         revoker_scopes: Some(scopes.iter().map(|scope| (*scope).to_owned()).collect()),

@@ -100,7 +100,7 @@ fn revoke_unknown_session_is_not_found() {
 }
 
 #[test]
-fn started_event_without_credentials_version_reads_as_none() {
+fn missing_credentials_version_reads_none() {
     let mut event = serde_json::to_value(started(Uuid::now_v7(), Uuid::now_v7())).expect("json");
     event["SessionStarted"]
         .as_object_mut()

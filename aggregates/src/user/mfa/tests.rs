@@ -404,7 +404,7 @@ fn password_reset() -> UserEvent {
 }
 
 #[tokio::test]
-async fn password_reset_voids_open_challenges() {
+async fn reset_voids_open_challenges() {
     let user_id = Uuid::now_v7();
     let mut history = enabled_history(user_id);
     history.extend([challenge_issued(), password_reset()]);
@@ -417,7 +417,7 @@ async fn password_reset_voids_open_challenges() {
 }
 
 #[tokio::test]
-async fn challenge_for_a_password_checked_before_a_reset_is_rejected() {
+async fn stale_password_challenge_rejected() {
     let user_id = Uuid::now_v7();
     let mut history = enabled_history(user_id);
     // The login read the account as it was before the reset was appended.
@@ -435,7 +435,7 @@ async fn challenge_for_a_password_checked_before_a_reset_is_rejected() {
 }
 
 #[tokio::test]
-async fn challenge_for_a_password_checked_after_a_reset_is_issued() {
+async fn fresh_password_challenge_issued() {
     let user_id = Uuid::now_v7();
     let mut history = enabled_history(user_id);
     history.push(password_reset());
@@ -457,7 +457,7 @@ async fn challenge_for_a_password_checked_after_a_reset_is_issued() {
 }
 
 #[tokio::test]
-async fn challenge_does_not_outlive_a_suspension() {
+async fn challenge_void_after_suspension() {
     let user_id = Uuid::now_v7();
     let mut history = enabled_history(user_id);
     history.extend([challenge_issued(), suspended(), unsuspended()]);
