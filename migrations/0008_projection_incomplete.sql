@@ -6,12 +6,3 @@
 ALTER TABLE projection_checkpoints
     ADD COLUMN incomplete boolean NOT NULL DEFAULT false;
 
--- Whether any of the named read models is marked incomplete, for the queries of the credential
--- checks, which read it in the same statement as the credential.
-CREATE FUNCTION read_models_incomplete(models text[]) RETURNS boolean
-    LANGUAGE sql STABLE
-    AS $$
-        SELECT COALESCE(bool_or(incomplete), false)
-          FROM projection_checkpoints
-         WHERE projection = ANY(models)
-    $$;

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::envelope::{ErrorBody, Success, SuccessBody};
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller, ClientContext, RequestBody, incomplete_error};
+use super::extract::{ApiJson, Caller, ClientContext, RequestBody, incomplete, incomplete_error};
 use super::users::user_rejection;
 use crate::crypto::{TokenKind, issue_token};
 use crate::store::CommandError;
@@ -91,15 +91,16 @@ async fn find_credentials(
             Option<bool>,
             Option<i64>,
         ),
-    >(
-        "SELECT read_models_incomplete('{profiles}'), c.user_id, cr.password_hash, p.status,
-                p.mfa_enabled, p.version
+    >(concat!(
+        "SELECT ",
+        incomplete!("'{profiles}'"),
+        ", c.user_id, cr.password_hash, p.status, p.mfa_enabled, p.version
            FROM (SELECT 1) AS one
            LEFT JOIN (email_claims c
                       JOIN user_credentials cr USING (user_id)
                       JOIN user_profiles p USING (user_id))
-                  ON c.email_index = $1",
-    )
+                  ON c.email_index = $1"
+    ))
     .bind(state.indexer.email_index(email))
     .fetch_one(&state.pool)
     .await?;

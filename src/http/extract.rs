@@ -409,11 +409,26 @@ struct SessionRow {
     profile: ProfileView,
 }
 
+/// Expands to a scalar subquery telling whether any read model in the SQL array `$models` is
+/// marked incomplete. The credential checks put it in the query that reads the credential. A
+/// scalar subquery is planned inline, unlike a SQL function over a table, which cost a fifth of
+/// the `GET /users/me` rate when measured with `ledger-bench`.
+macro_rules! incomplete {
+    ($models:literal) => {
+        concat!(
+            "(SELECT COALESCE(bool_or(incomplete), false) FROM projection_checkpoints
+               WHERE projection = ANY(",
+            $models,
+            "))"
+        )
+    };
+}
+pub(crate) use incomplete;
+
 /// Fails with 503 when any of `models` contains only part of the history, for handlers whose
-/// response would otherwise miss the rest of it (a session list, a revocation). The credential
-/// checks call the same SQL function, `read_models_incomplete`, inside their own query.
+/// response would otherwise miss the rest of it (a session list, a revocation).
 pub async fn require_complete(state: &AppState, models: &[&str]) -> Result<(), ApiError> {
-    let incomplete: bool = sqlx::query_scalar("SELECT read_models_incomplete($1)")
+    let incomplete: bool = sqlx::query_scalar(concat!("SELECT ", incomplete!("$1::text[]")))
         .bind(models)
         .fetch_one(&state.pool)
         .await?;
@@ -432,7 +447,9 @@ async fn check_session(state: &AppState, token: &str) -> Result<CredentialCheck,
     // One row whatever the token, so that a partial read model returns 503 for known and
     // unknown tokens alike.
     let row = sqlx::query(concat!(
-        "SELECT read_models_incomplete('{sessions,profiles}') AS incomplete, s.session_id,
+        "SELECT ",
+        incomplete!("'{sessions,profiles}'"),
+        " AS incomplete, s.session_id,
                 s.expires_at AS session_expires_at,
                 s.revoked_at IS NOT NULL AS revoked,
                 COALESCE(s.credentials_version < p.sessions_valid_from
@@ -502,12 +519,13 @@ async fn check_api_key(
             Option<DateTime<Utc>>,
             Option<bool>,
         ),
-    >(
-        "SELECT read_models_incomplete('{api_keys}'), k.api_key_id, k.scopes, k.expires_at,
-                k.revoked_at IS NOT NULL
+    >(concat!(
+        "SELECT ",
+        incomplete!("'{api_keys}'"),
+        ", k.api_key_id, k.scopes, k.expires_at, k.revoked_at IS NOT NULL
            FROM (SELECT 1) AS one
-           LEFT JOIN api_keys k ON k.key_hash = $1",
-    )
+           LEFT JOIN api_keys k ON k.key_hash = $1"
+    ))
     .bind(hash_token(key))
     .fetch_one(&state.pool)
     .await?;

@@ -21,7 +21,9 @@ use uuid::Uuid;
 use super::AppState;
 use super::envelope::{ErrorBody, Success, SuccessBody};
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller, ClientContext, RequestBody, SessionProfile, UserPath};
+use super::extract::{
+    ApiJson, Caller, ClientContext, RequestBody, SessionProfile, UserPath, incomplete,
+};
 use aggregates::services::BlindIndex;
 
 /// Fields of a user resource that only the server sets.
@@ -97,7 +99,9 @@ pub async fn load_profile(state: &AppState, user_id: Uuid) -> Result<ProfileView
 async fn profile_after_write(state: &AppState, user: &User) -> Result<ProfileView, ApiError> {
     let user_id = user.user_id().ok_or(ApiError::UserNotFound)?;
     let row = sqlx::query(concat!(
-        "SELECT read_models_incomplete('{profiles}') AS incomplete, ",
+        "SELECT ",
+        incomplete!("'{profiles}'"),
+        " AS incomplete, ",
         profile_columns!(),
         " FROM (SELECT 1) AS one LEFT JOIN user_profiles p ON p.user_id = $1"
     ))
